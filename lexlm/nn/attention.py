@@ -1,0 +1,56 @@
+"""Scaled dot-product attention behind one dispatcher.
+
+``impl='xla'`` is the reference (einsum + masked softmax in float32) and runs everywhere.
+``impl='cudnn'`` goes through ``jax.nn.dot_product_attention(implementation='cudnn')`` and only
+runs on NVIDIA GPUs with bf16/fp16 inputs. ``impl='auto'`` picks cudnn where it can run, else xla.
+A TPU splash-attention kernel would be one more branch here.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+IMPLS = ("xla", "cudnn", "auto")
+
+
+def _xla_attention(
+    q: Float[Array, "B T H K"], k: Float[Array, "B S H K"], v: Float[Array, "B S H K"], causal: bool
+) -> Float[Array, "B T H K"]:
+    scale = q.shape[-1] ** -0.5
+    scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32) * scale
+    if causal:
+        t, s = q.shape[1], k.shape[1]
+        # Queries are the last t positions of the s keys (equal when there is no cache).
+        allowed = jnp.arange(s)[None, :] <= (jnp.arange(t)[:, None] + (s - t))
+        scores = jnp.where(allowed[None, None], scores, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshk->bthk", weights, v)
+
+
+def _cudnn_usable(q: jax.Array) -> bool:
+    return jax.default_backend() == "gpu" and q.dtype in (jnp.bfloat16, jnp.float16)
+
+
+def dot_product_attention(
+    q: Float[Array, "B T H K"],
+    k: Float[Array, "B S H K"],
+    v: Float[Array, "B S H K"],
+    *,
+    causal: bool = True,
+    impl: str = "xla",
+) -> Float[Array, "B T H K"]:
+    """Multi-head attention over [batch, length, heads, head_dim] tensors."""
+    if impl not in IMPLS:
+        raise ValueError(f"model.attention: unknown attention implementation {impl!r}; use {IMPLS}")
+    if impl == "auto":
+        impl = "cudnn" if _cudnn_usable(q) else "xla"
+    if impl == "cudnn":
+        if not _cudnn_usable(q):
+            raise ValueError(
+                "model.attention: 'cudnn' needs an NVIDIA GPU and bf16/fp16 compute "
+                f"(backend={jax.default_backend()}, dtype={q.dtype}); use 'xla' or 'auto'"
+            )
+        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn")
+    return _xla_attention(q, k, v, causal)

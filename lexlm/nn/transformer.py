@@ -1,0 +1,227 @@
+"""Decoder-only pre-LayerNorm Transformer LM with pluggable token embeddings.
+
+The token embedding is tied to the output layer in all three modes, so the only difference
+between them is where the [V, D] table comes from:
+
+* ``'learned'``: one learned table E (the standard LM);
+* ``'lexinvariant'``: a fresh Gaussian table per sequence (``lexlm.nn.lexinvariant``);
+* ``'semi'``: E with a random [B, V] subset of rows replaced by random ones (probability p).
+
+Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``kv``, ``vocab``)
+that ``lexlm.train.sharding`` maps onto the mesh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from lexlm.nn import lexinvariant as lexinv
+from lexlm.nn.attention import dot_product_attention
+
+EMBEDDINGS = ("learned", "lexinvariant", "semi")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig:
+    vocab_size: int
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: int = 4
+    max_len: int = 256
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+    attention: str = "xla"  # 'xla' | 'cudnn' | 'auto'
+    embedding: str = "learned"  # 'learned' | 'lexinvariant' | 'semi'
+    semi_p: float = 0.0
+    vocab_chunk: int = 8192  # output-layer vocabulary chunk (see lexinvariant.chunked_tied_nll)
+    remat: bool = False
+
+    def __post_init__(self):
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"model.embedding: {self.embedding!r} is not one of {EMBEDDINGS}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype: {self.dtype!r} is not one of {tuple(DTYPES)}")
+        if self.width % self.heads:
+            raise ValueError(f"model.heads: width {self.width} is not divisible by {self.heads}")
+        if not 0.0 <= self.semi_p <= 1.0:
+            raise ValueError(f"model.semi_p: {self.semi_p} is not a probability")
+
+    @property
+    def compute_dtype(self):
+        return DTYPES[self.dtype]
+
+    def param_count(self) -> int:
+        d, f = self.width, self.width * self.mlp_ratio
+        per_block = 4 * d * d + 2 * d * f + 4 * d + f + d + 2 * 2 * d  # attn, mlp, biases, LNs
+        table = self.vocab_size * d if self.embedding != "lexinvariant" else 0
+        return table + self.max_len * d + self.depth * per_block + 2 * d
+
+
+class Projection(nn.Module):
+    """``y = einsum(x, kernel) + bias`` with logically named kernel axes.
+
+    Written out instead of ``nn.DenseGeneral`` because that initialises multi-dimensional
+    kernels in a flattened 2-D shape, which clashes with 3-/4-D logical partitioning.
+    """
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    axes: tuple[str | None, ...]
+    std: float
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        n_in, n_out = len(self.in_shape), len(self.out_shape)
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.normal(self.std), self.axes),
+            self.in_shape + self.out_shape,
+            jnp.float32,
+        )
+        bias = self.param(
+            "bias",
+            nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
+            self.out_shape,
+            jnp.float32,
+        )
+        letters = "abcdefgh"
+        batch = "yz"[: x.ndim - n_in]
+        ins, outs = letters[:n_in], letters[n_in : n_in + n_out]
+        y = jnp.einsum(f"{batch}{ins},{ins}{outs}->{batch}{outs}", x, kernel.astype(self.dtype))
+        return y + bias.astype(self.dtype)
+
+
+def _layer_norm(name, dtype):
+    return nn.LayerNorm(
+        dtype=dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name=name,
+    )
+
+
+class Block(nn.Module):
+    cfg: LMConfig
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        cfg, dt = self.cfg, self.cfg.compute_dtype
+        h, k = cfg.heads, cfg.width // cfg.heads
+        out_std = 0.02 / math.sqrt(2 * cfg.depth)
+        y = _layer_norm("ln_attn", dt)(x)
+        d = cfg.width
+        qkv = Projection((d,), (3, h, k), ("embed", "qkv", "heads", "kv"), 0.02, dt, name="qkv")(y)
+        q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        y = dot_product_attention(q, kk, v, causal=True, impl=cfg.attention)
+        y = Projection((h, k), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
+        x = x + y
+        y = _layer_norm("ln_mlp", dt)(x)
+        f = d * cfg.mlp_ratio
+        y = Projection((d,), (f,), ("embed", "mlp"), 0.02, dt, name="mlp_in")(y)
+        y = nn.gelu(y)
+        y = Projection((f,), (d,), ("mlp", "embed"), out_std, dt, name="mlp_out")(y)
+        x = x + y
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class TransformerLM(nn.Module):
+    """Causal LM. ``__call__`` returns final hidden states; ``nll`` the per-token loss.
+
+    Lexinvariant and semi modes need ``seq_keys`` (one typed key per sequence); a caller may
+    instead pass an explicit per-sequence ``table`` [B, V, D] of random rows (tests, probes).
+    Semi mode takes ``semi_mask`` [B, V]; without one it uses the learned table only.
+    """
+
+    cfg: LMConfig
+
+    def setup(self):
+        cfg = self.cfg
+        if cfg.embedding != "lexinvariant":
+            self.table = self.param(
+                "embedding",
+                nn.with_logical_partitioning(
+                    nn.initializers.normal(1.0 / math.sqrt(cfg.width)), ("vocab", "embed")
+                ),
+                (cfg.vocab_size, cfg.width),
+                jnp.float32,
+            )
+        self.positions = self.param(
+            "positions",
+            nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
+            (cfg.max_len, cfg.width),
+            jnp.float32,
+        )
+        block = nn.remat(Block) if cfg.remat else Block
+        self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.depth)]
+        self.ln_final = _layer_norm("ln_final", cfg.compute_dtype)
+
+    def _rows_fn(self, seq_keys, table, semi_mask):
+        """Returns rows_fn(ids) giving output/input rows for the embedding mode."""
+        cfg, dt = self.cfg, self.cfg.compute_dtype
+        if cfg.embedding == "lexinvariant":
+            if table is not None:
+                return lambda ids: jnp.take(table, ids, axis=1).astype(dt)
+            if seq_keys is None:
+                raise ValueError("lexinvariant embedding needs seq_keys (or an explicit table)")
+            return lambda ids: lexinv.random_rows(seq_keys, ids, cfg.width, dt)
+        if cfg.embedding == "semi" and semi_mask is not None:
+            if seq_keys is None:
+                raise ValueError("semi-lexinvariant embedding with a mask needs seq_keys")
+            return lambda ids: lexinv.mixed_rows(self.table, seq_keys, semi_mask, ids, dt)
+        return lambda ids: jnp.take(self.table, ids, axis=0).astype(dt)
+
+    def __call__(
+        self,
+        tokens: Int[Array, "B T"],
+        *,
+        seq_keys: jax.Array | None = None,
+        table: Float[Array, "B V D"] | None = None,
+        semi_mask: Bool[Array, "B V"] | None = None,
+    ) -> Float[Array, "B T D"]:
+        cfg = self.cfg
+        if tokens.shape[1] > cfg.max_len:
+            raise ValueError(
+                f"model.max_len: sequence of {tokens.shape[1]} tokens exceeds {cfg.max_len}"
+            )
+        rows_fn = self._rows_fn(seq_keys, table, semi_mask)
+        if cfg.embedding == "learned" or (cfg.embedding == "semi" and semi_mask is None):
+            x = jnp.take(self.table, tokens, axis=0).astype(cfg.compute_dtype)
+        elif cfg.embedding == "lexinvariant" and table is not None:
+            x = jnp.take_along_axis(table, tokens[..., None], axis=1).astype(cfg.compute_dtype)
+        else:
+            x = rows_fn(tokens)
+        x = x + self.positions[None, : tokens.shape[1]].astype(cfg.compute_dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_final(x)
+
+    def nll(
+        self,
+        tokens: Int[Array, "B T"],
+        targets: Int[Array, "B T"],
+        *,
+        seq_keys: jax.Array | None = None,
+        table: Float[Array, "B V D"] | None = None,
+        semi_mask: Bool[Array, "B V"] | None = None,
+    ) -> Float[Array, "B T"]:
+        """Per-token negative log-likelihood (nats) of ``targets`` given ``tokens``."""
+        h = self(tokens, seq_keys=seq_keys, table=table, semi_mask=semi_mask)
+        rows_fn = self._rows_fn(seq_keys, table, semi_mask)
+        return lexinv.chunked_tied_nll(
+            h, targets, rows_fn, self.cfg.vocab_size, self.cfg.vocab_chunk
+        )
+
+    def logits(self, tokens, *, seq_keys=None, table=None, semi_mask=None):
+        """Full [B, T, V] logits (small vocabularies only)."""
+        h = self(tokens, seq_keys=seq_keys, table=table, semi_mask=semi_mask)
+        rows = self._rows_fn(seq_keys, table, semi_mask)(jnp.arange(self.cfg.vocab_size))
+        return lexinv.tied_logits(h, rows)

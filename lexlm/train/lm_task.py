@@ -1,0 +1,52 @@
+"""The language-model task: next-token loss of a ``TransformerLM`` for the trainer.
+
+Batches are ``{'inputs': int32[B, T], 'targets': int32[B, T], 'mask': float32[B, T]}``. For the
+lexinvariant and semi-lexinvariant embeddings every step draws fresh per-sequence keys (and the
+semi mask) from the step key, so each training sequence sees a new random table.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lexlm.nn import lexinvariant as lexinv
+from lexlm.nn.transformer import LMConfig, TransformerLM
+from lexlm.train.loop import Task
+
+
+def embedding_inputs(cfg: LMConfig, key: jax.Array, batch_size: int, train: bool = True) -> dict:
+    """Per-sequence randomness the model needs: seq_keys, and the semi mask when training."""
+    if cfg.embedding == "learned":
+        return {}
+    seq_key, mask_key = jax.random.split(key)
+    out = {"seq_keys": lexinv.sequence_keys(seq_key, batch_size)}
+    if cfg.embedding == "semi" and train and cfg.semi_p > 0:
+        out["semi_mask"] = lexinv.semi_lexinvariant_mask(
+            mask_key, batch_size, cfg.vocab_size, cfg.semi_p
+        )
+    return out
+
+
+def lm_nll(model: TransformerLM, params, batch: dict, key: jax.Array, train: bool = True):
+    """Per-token NLL [B, T] (nats) for a batch."""
+    extra = embedding_inputs(model.cfg, key, batch["inputs"].shape[0], train)
+    return model.apply({"params": params}, batch["inputs"], batch["targets"], method="nll", **extra)
+
+
+def make_lm_task(cfg: LMConfig, seq_len: int, name: str = "lm") -> Task:
+    model = TransformerLM(cfg)
+
+    def init(key):
+        tokens = jnp.zeros((1, seq_len), jnp.int32)
+        extra = embedding_inputs(cfg, key, 1, train=False)
+        return model.init(key, tokens, **extra)["params"]
+
+    def loss(params, batch, key):
+        nll = lm_nll(model, params, batch, key, train=True)
+        mask = batch["mask"].astype(jnp.float32)
+        tokens = jnp.sum(mask)
+        mean = jnp.sum(nll * mask) / jnp.maximum(tokens, 1.0)
+        return mean, {"tokens": tokens}
+
+    return Task(init=init, loss=loss, name=name)

@@ -1,0 +1,351 @@
+"""The one training loop shared by every experiment.
+
+A ``Task`` is what differs between experiments: how to initialise parameters (with logical
+partitioning annotations), and a loss ``loss(params, batch, key) -> (scalar, metrics)``. The
+loop is the same for language models, classifiers and contrastive encoders: it builds the mesh,
+shards parameters by the logical rules, jit-compiles one step (AdamW, warm-up + cosine, clipping),
+feeds host batches onto the mesh, logs (tqdm, JSONL, TensorBoard), and checkpoints every N steps
+and on SIGTERM. Nothing here imports the data stack: ``batches`` is any iterator of numpy dicts,
+optionally with ``get_state``/``set_state`` for exact resumption.
+
+Determinism: the step key is ``fold_in(key(seed), step)``, so a resumed run draws the same
+randomness as an uninterrupted one.
+
+Non-finite loss: the step keeps the old parameters when the loss or gradient norm is not finite
+(so no bad state is ever checkpointed), and the host stops the run with a one-line
+``TrainingError`` naming the step at the next log or checkpoint boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+from flax import struct
+
+from lexlm.errors import ConfigError, TrainingError
+from lexlm.train import sharding as shd
+from lexlm.train.checkpoint import Checkpointer
+from lexlm.train.metrics_writer import MetricsWriter
+from lexlm.train.optim import learning_rate_schedule, make_optimizer
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What an experiment hands the trainer.
+
+    init: key -> parameter tree, leaves may be ``nn.Partitioned`` (logical axis names).
+    loss: (params, batch, key) -> (mean loss, metrics). Metrics are scalars; a ``tokens`` entry
+      (number of predicted units in the batch) drives the tokens/s figure.
+    """
+
+    init: Callable[[jax.Array], Any]
+    loss: LossFn
+    name: str = "task"
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def default_train_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.steps = 200
+    c.batch_size = 16  # global batch (all hosts)
+    c.lr = 3e-3
+    c.warmup_steps = 20
+    c.final_lr_fraction = 0.1
+    c.b1 = 0.9
+    c.b2 = 0.95
+    c.weight_decay = 0.1
+    c.clip_norm = 1.0
+    c.seed = 0
+    c.mesh = (-1, 1, 1)  # (data, fsdp, tensor); one -1 is filled from the device count
+    c.log_every = 10
+    c.ckpt_every = 100
+    c.keep = 3
+    c.ckpt_async = False
+    c.distributed = False  # jax.distributed.initialize() before anything else
+    c.tensorboard = True
+    c.progress = True
+    return c
+
+
+def validate_train_config(cfg, n_devices: int | None = None) -> tuple[int, int, int]:
+    """Checks the train section before anything is compiled; returns the mesh shape."""
+    n_devices = jax.device_count() if n_devices is None else n_devices
+    for field in ("steps", "batch_size", "log_every", "ckpt_every", "keep"):
+        if int(cfg[field]) <= 0:
+            raise ConfigError(f"train.{field}", f"must be positive, got {cfg[field]}")
+    if not float(cfg.lr) > 0 or not math.isfinite(float(cfg.lr)):
+        raise ConfigError("train.lr", f"must be a positive finite number, got {cfg.lr}")
+    shape = shd.resolve_mesh_shape(cfg.mesh, n_devices)
+    data_parallel = shape[0] * shape[1]
+    if int(cfg.batch_size) % data_parallel:
+        raise ConfigError(
+            "train.batch_size",
+            f"{cfg.batch_size} is not divisible by the data-parallel size "
+            f"data x fsdp = {shape[0]} x {shape[1]} = {data_parallel}",
+        )
+    if int(cfg.batch_size) % jax.process_count():
+        raise ConfigError(
+            "train.batch_size", f"{cfg.batch_size} is not divisible by {jax.process_count()} hosts"
+        )
+    return shape
+
+
+def maybe_initialize_distributed(cfg) -> None:
+    if cfg.get("distributed", False) and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+@dataclasses.dataclass
+class StateFns:
+    mesh: jax.sharding.Mesh
+    tx: optax.GradientTransformation
+    init_state: Callable[[jax.Array], TrainState]
+    shardings: TrainState
+    abstract: TrainState
+
+
+def build_state(task: Task, cfg, mesh) -> StateFns:
+    """Sharded state initialiser, its shardings and abstract shape, without running init."""
+    tx = make_optimizer(cfg)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+        boxed = jax.eval_shape(task.init, jax.random.key(0))
+        param_shardings = shd.logical_shardings(boxed, mesh)
+
+        def init_state(key):
+            params = nn.meta.unbox(task.init(key))
+            params = jax.lax.with_sharding_constraint(params, param_shardings)
+            return TrainState(
+                step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
+            )
+
+        abstract = jax.eval_shape(init_state, jax.random.key(0))
+        # Optimizer moments mirror the parameters; scalars (counts) are replicated.
+        opt_shardings = optax.tree_map_params(
+            tx,
+            lambda _, s: s,
+            abstract.opt_state,
+            param_shardings,
+            transform_non_params=lambda _: shd.replicated(mesh),
+        )
+        shardings = TrainState(
+            step=shd.replicated(mesh), params=param_shardings, opt_state=opt_shardings
+        )
+        init_jit = jax.jit(init_state, out_shardings=shardings)
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+    )
+    return StateFns(mesh, tx, init_jit, shardings, abstract)
+
+
+def make_train_step(task: Task, fns: StateFns):
+    mesh, tx = fns.mesh, fns.tx
+    batch_sharding = shd.batch_sharding(mesh)
+    repl = shd.replicated(mesh)
+
+    def step_fn(state: TrainState, batch: dict, base_key: jax.Array):
+        key = jax.random.fold_in(base_key, state.step)
+        (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(
+            state.params, batch, key
+        )
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+        new_state = TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+        )
+        metrics = {**metrics, "loss": loss, "grad_norm": grad_norm}
+        return new_state, metrics
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+        jitted = jax.jit(
+            step_fn,
+            in_shardings=(fns.shardings, batch_sharding, repl),
+            out_shardings=(fns.shardings, repl),
+            donate_argnums=(0,),
+        )
+
+    def run(state, batch, base_key):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+            return jitted(state, batch, base_key)
+
+    run.jitted = jitted
+    return run
+
+
+def put_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+    """Per-host numpy batch -> global arrays sharded over data x fsdp."""
+    sharding = shd.batch_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
+
+    def __init__(self):
+        self.set = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    state: TrainState
+    start_step: int
+    final_step: int
+    stopped_by: str  # 'steps' | 'sigterm'
+    history: list[dict]  # logged metric windows
+
+
+Hook = Callable[[int, TrainState, bool], None]
+
+
+def train(
+    cfg,
+    task: Task,
+    batches: Iterator[dict[str, np.ndarray]],
+    workdir: str | Path,
+    *,
+    hooks: Sequence[Hook] = (),
+    resume: bool = True,
+) -> TrainResult:
+    """Trains ``task`` for ``cfg.steps`` steps (the ``train`` config section).
+
+    Resumes from the newest readable checkpoint in ``workdir/checkpoints`` when ``resume``.
+    ``hooks`` run after every step as ``hook(step, state, saved)``; ``saved`` tells whether a
+    checkpoint of that step was just written.
+    """
+    maybe_initialize_distributed(cfg)
+    mesh_shape = validate_train_config(cfg)
+    workdir = Path(workdir)
+    mesh = shd.make_mesh(mesh_shape)
+    fns = build_state(task, cfg, mesh)
+    step_fn = make_train_step(task, fns)
+    ckpt = Checkpointer(
+        workdir / "checkpoints", keep=int(cfg.keep), async_save=bool(cfg.ckpt_async)
+    )
+    init_key, base_key = jax.random.split(jax.random.key(int(cfg.seed)))
+
+    restored = ckpt.restore(fns.abstract) if resume else None
+    if restored is not None:
+        state, data_state, start = restored
+        if data_state and hasattr(batches, "set_state"):
+            batches.set_state(data_state)
+        log.info("resumed from step %d in %s", start, ckpt.directory)
+    else:
+        with jax.set_mesh(mesh):
+            state = fns.init_state(init_key)
+        start = 0
+
+    total = int(cfg.steps)
+    writer = MetricsWriter(workdir, tensorboard=bool(cfg.tensorboard))
+    schedule = learning_rate_schedule(cfg)
+    history: list[dict] = []
+    pending: list[tuple[int, dict]] = []
+    last_saved = start if restored is not None else None
+    window_start = time.perf_counter()
+    bar = None
+    if cfg.progress and jax.process_index() == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=start, desc=task.name, dynamic_ncols=True)
+
+    def flush():
+        nonlocal window_start
+        if not pending:
+            return
+        fetched = jax.device_get([m for _, m in pending])
+        steps = [s for s, _ in pending]
+        pending.clear()
+        for s, m in zip(steps, fetched):
+            loss = float(m["loss"])
+            if not math.isfinite(loss):
+                where = (
+                    f"last good checkpoint: step {last_saved}" if last_saved else "no checkpoint"
+                )
+                raise TrainingError(f"loss is {loss} at step {s}; stopping ({where})")
+        elapsed = max(time.perf_counter() - window_start, 1e-9)
+        window_start = time.perf_counter()
+        mean = {k: float(np.mean([float(m[k]) for m in fetched])) for k in fetched[0]}
+        tokens = sum(float(m.get("tokens", 0.0)) for m in fetched)
+        mean["tokens_per_s"] = tokens / elapsed
+        mean["steps_per_s"] = len(fetched) / elapsed
+        mean["lr"] = float(schedule(steps[-1] - 1))
+        record = {"step": steps[-1], **mean}
+        history.append(record)
+        writer.write(steps[-1], mean)
+        if bar is not None:
+            bar.set_postfix(loss=f"{mean['loss']:.4f}", tok_s=f"{mean['tokens_per_s']:.0f}")
+
+    stopped_by = "steps"
+    step = start
+    try:
+        with _SigtermFlag() as sigterm:
+            while step < total:
+                batch = put_batch(next(batches), mesh)
+                state, metrics = step_fn(state, batch, base_key)
+                step += 1
+                pending.append((step, metrics))
+                if bar is not None:
+                    bar.update(1)
+                if step % int(cfg.log_every) == 0:
+                    flush()
+                saved = False
+                if step % int(cfg.ckpt_every) == 0 or step == total or sigterm.set:
+                    flush()  # never checkpoint past a non-finite loss
+                    data_state = batches.get_state() if hasattr(batches, "get_state") else None
+                    ckpt.save(step, state, data_state)
+                    ckpt.wait()
+                    last_saved, saved = step, True
+                for hook in hooks:
+                    hook(step, state, saved)
+                if sigterm.set:
+                    stopped_by = "sigterm"
+                    log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
+                    break
+            flush()
+    finally:
+        if bar is not None:
+            bar.close()
+        writer.close()
+        ckpt.close()
+    return TrainResult(state, start, step, stopped_by, history)
