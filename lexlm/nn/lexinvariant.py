@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-RowsFn = Callable[[Int[Array, "C"]], Float[Array, "B C D"] | Float[Array, "C D"]]
+RowsFn = Callable[[Int[Array, " C"]], Float[Array, "B C D"] | Float[Array, "C D"]]
 
 
 def sequence_keys(key: jax.Array, batch_size: int) -> jax.Array:
@@ -45,7 +45,7 @@ def sequence_keys(key: jax.Array, batch_size: int) -> jax.Array:
 
 
 def random_rows(
-    seq_keys: jax.Array, ids: Int[Array, "B N"] | Int[Array, "N"], width: int, dtype=jnp.float32
+    seq_keys: jax.Array, ids: Int[Array, "B N"] | Int[Array, " N"], width: int, dtype=jnp.float32
 ) -> Float[Array, "B N D"]:
     """Row ``ids[b, n]`` (or ``ids[n]`` for every b) of sequence b's random matrix G_b.
 
@@ -85,7 +85,7 @@ def mixed_rows(
     table: Float[Array, "V D"],
     seq_keys: jax.Array,
     mask: Bool[Array, "B V"],
-    ids: Int[Array, "B N"] | Int[Array, "N"],
+    ids: Int[Array, "B N"] | Int[Array, " N"],
     dtype=jnp.float32,
 ) -> Float[Array, "B N D"]:
     """Semi-lexinvariant rows: random row where mask[b, id], learned row otherwise."""
