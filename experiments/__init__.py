@@ -1,0 +1,1 @@
+"""Experiments: one module per paper (configs, glue, evaluations, report section)."""

@@ -1,0 +1,171 @@
+"""grain pipelines: records -> packed language-model windows, and deterministic eval windows.
+
+Training (`lm_train_dataset`):
+
+    MapDataset.source(records)
+    -> this host's documents: records[process_index::process_count] (disjoint across hosts)
+    -> shuffle(seed) -> repeat() (infinite; each epoch reshuffled, deterministically)
+    -> map: decode + strip + tokenize + append eos (an empty document gives no tokens)
+    -> to_iter_dataset()
+    -> pack: concatenate documents and cut windows of T + 1 tokens (no token dropped)
+    -> batch(B, drop_remainder=True) -> [mp_prefetch(worker_count) when worker_count > 0]
+
+Each window gives `inputs = w[:-1]`, `targets = w[1:]`, so every window boundary costs one
+target, as in the usual concat-then-split packing. The iterator's `get_state()` is small (the
+upstream state at the start of the document being cut, plus an offset into it), so a resumed
+run continues exactly where it stopped.
+
+Evaluation (`lm_eval_windows`): the split's documents in order, each followed by eos, after a
+leading eos that gives the first token a context; cut into back-to-back windows of T targets
+so every token is a target exactly once; the last window is padded and masked.
+
+We use the `IterDataset` API rather than `DataLoader`; with `worker_count > 0` the pipeline
+runs in `mp_prefetch` worker processes (grain's workers read absl flags, so we mark them parsed
+when the caller did not parse any). The counters (`ds.pack_stats`, `ds.text_stats`, the
+tokenizer's unknown characters) live in the process that tokenizes and packs, so they are
+complete only with `worker_count=0`; `text_stats` also counts documents read ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from jaxtyping import Float32, Int32
+
+from lexlm.text.decode import TextStats, clean_document, clean_documents
+from lexlm.text.tokenizers import EOS_ID, PAD_ID, Tokenizer
+
+Record = Mapping[str, Any]
+
+
+def read_documents(
+    source: Sequence[Record], limit: int | None = None, *, name: str = "split"
+) -> list[str]:
+    """The first `limit` (default: all) records' texts, decoded, stripped, empty ones dropped.
+
+    Used to build tokenizers from the training split; one warning summarises any repairs.
+    """
+    n = len(source) if limit is None else min(limit, len(source))
+    docs, _ = clean_documents((source[i]["text"] for i in range(n)), source=name)
+    return docs
+
+
+class _Tokenize:
+    """Record -> int32 token ids of its cleaned text followed by eos (none if it is empty)."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self.text_stats = TextStats()
+
+    def __call__(self, record: Record) -> Int32[np.ndarray, "N"]:  # noqa: F821 (jaxtyping shape)
+        text = clean_document(record["text"], self.text_stats)
+        if not text:
+            return np.zeros((0,), np.int32)
+        return np.append(self.tokenizer.encode(text), np.int32(EOS_ID)).astype(np.int32)
+
+
+def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax  # only here: the pipeline itself needs no jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+    return process_index, process_count
+
+
+def lm_train_dataset(
+    source: Sequence[Record],
+    tokenizer: Tokenizer,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    *,
+    worker_count: int = 0,
+):
+    """An infinite grain `IterDataset` of packed batches for this host.
+
+    Yields `{'inputs': int32[B, T], 'targets': int32[B, T], 'mask': float32[B, T]}` with
+    B = `batch_size` (per host) and T = `seq_len`. Hosts (default: jax's process index and
+    count) read disjoint documents. `iter(ds)` supports `get_state()` / `set_state()`.
+    The dataset's `.pack_stats` (a `PackStats`) and `.text_stats` count skipped documents.
+    """
+    import grain
+
+    from lexlm.data.packing import PackIterDataset
+
+    if seq_len < 1 or batch_size < 1:
+        raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len}, {batch_size}")
+    process_index, process_count = _host(process_index, process_count)
+    records = grain.MapDataset.source(source)[process_index::process_count]
+    if len(records) == 0:
+        raise ValueError(
+            f"host {process_index} of {process_count} gets no documents from {len(source)}"
+        )
+    tokenize = _Tokenize(tokenizer)
+    docs = records.shuffle(seed=seed).repeat().map(tokenize)
+    # A run of 2n + 1 empty documents spans a whole epoch, so then every document is empty.
+    packed = PackIterDataset(docs.to_iter_dataset(), seq_len + 1, max_empty_run=2 * len(records))
+    ds = packed.batch(batch_size, drop_remainder=True)
+    if worker_count > 0:
+        from absl import flags
+
+        # grain's worker processes read absl flags; a script without absl.app has none parsed.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    ds.pack_stats = packed.pack_stats
+    ds.text_stats = tokenize.text_stats
+    return ds
+
+
+def lm_eval_documents(source: Sequence[Record], tokenizer: Tokenizer) -> list[np.ndarray]:
+    """Each non-empty document's token ids followed by eos, in split order."""
+    docs = read_documents(source)
+    eos = np.array([EOS_ID], np.int32)
+    return [np.concatenate([tokenizer.encode(doc), eos]) for doc in docs]
+
+
+def lm_eval_windows(
+    source: Sequence[Record],
+    tokenizer: Tokenizer,
+    seq_len: int,
+    max_windows: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Back-to-back windows over the whole split; every token is a target exactly once.
+
+    Returns `inputs`, `targets` (int32 [N, T]), `mask` (float32 [N, T]) and the totals over
+    real targets `n_tokens`, `n_bytes`, `n_chars` (int64 scalars; eos counts as "\\n\\n"), so
+    bits per byte = sum(nats * mask) / ln 2 / n_bytes. `max_windows` keeps the first windows.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    docs = lm_eval_documents(source, tokenizer)
+    stream = np.concatenate([np.array([EOS_ID], np.int32), *docs])
+    n_targets = len(stream) - 1
+    n_windows = max(1, -(-n_targets // seq_len))
+    if max_windows is not None:
+        n_windows = min(n_windows, max_windows)
+        n_targets = min(n_targets, n_windows * seq_len)
+    padded = np.full(n_windows * seq_len + 1, PAD_ID, np.int32)
+    used = min(len(stream), len(padded))
+    padded[:used] = stream[:used]
+    inputs: Int32[np.ndarray, "N T"] = padded[:-1].reshape(n_windows, seq_len)
+    targets: Int32[np.ndarray, "N T"] = padded[1:].reshape(n_windows, seq_len)
+    mask: Float32[np.ndarray, "N T"] = (
+        (np.arange(n_windows * seq_len) < n_targets).reshape(n_windows, seq_len).astype(np.float32)
+    )
+    real = targets[mask > 0]
+    return {
+        "inputs": inputs,
+        "targets": targets,
+        "mask": mask,
+        "n_tokens": np.int64(n_targets),
+        "n_bytes": np.int64(tokenizer.token_bytes[real].sum()),
+        "n_chars": np.int64(tokenizer.token_chars[real].sum()),
+    }

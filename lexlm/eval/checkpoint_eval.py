@@ -1,0 +1,33 @@
+"""Restore parameters from a run's checkpoint into the current mesh, without retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+
+from lexlm.errors import CheckpointError
+from lexlm.train import sharding as shd
+from lexlm.train.checkpoint import Checkpointer
+from lexlm.train.loop import Task, build_state
+
+
+def restore_params(
+    task: Task, train_cfg, workdir: str | Path, step: int | None = None, mesh_shape=(-1, 1, 1)
+):
+    """Returns (params, step, mesh) from ``workdir/checkpoints`` (latest readable or ``step``).
+
+    The abstract state is built from the task and the run's train config, so the arrays land
+    in the shardings of the mesh this process builds now, whatever mesh wrote them.
+    """
+    mesh = shd.make_mesh(shd.resolve_mesh_shape(mesh_shape, jax.device_count(), "eval.mesh"))
+    fns = build_state(task, train_cfg, mesh)
+    ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=int(train_cfg.keep))
+    try:
+        restored = ckpt.restore(fns.abstract, step=step)
+    finally:
+        ckpt.close()
+    if restored is None:
+        raise CheckpointError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
+    state, _, restored_step = restored
+    return state.params, restored_step, mesh

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Quickstart command 2: set up (a virtualenv in .venv) and run lint, format check and tests.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest -q -n 2 "$@"
