@@ -85,6 +85,13 @@ class Checkpointer:
                     f"checkpoint step {step} in {self.directory} is unreadable: {_short(e)}"
                 ) from e
         if not steps:
+            corrupt = self.directory.parent / "corrupt_checkpoints"
+            if corrupt.is_dir() and any(corrupt.iterdir()):
+                # An earlier attempt found only unreadable checkpoints: do not start over.
+                raise CheckpointError(
+                    f"no checkpoint in {self.directory}, but unreadable ones were moved to "
+                    f"{corrupt}; delete them to start over"
+                )
             return None
         errors = []
         for s in reversed(steps):

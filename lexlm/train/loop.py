@@ -277,7 +277,7 @@ def train(
         start = 0
 
     total = int(cfg.steps)
-    writer = MetricsWriter(workdir, tensorboard=bool(cfg.tensorboard))
+    writer = MetricsWriter(workdir, tensorboard=bool(cfg.tensorboard), resume_step=start)
     schedule = learning_rate_schedule(cfg)
     history: list[dict] = []
     pending: list[tuple[int, dict]] = []
@@ -297,7 +297,9 @@ def train(
         steps = [s for s, _ in pending]
         pending.clear()
         for s, m in zip(steps, fetched):
-            loss = float(m["loss"])
+            loss, grad_norm = float(m["loss"]), float(m["grad_norm"])
+            if not math.isfinite(grad_norm) and math.isfinite(loss):
+                raise TrainingError(f"gradient norm is {grad_norm} at step {s}; stopping")
             if not math.isfinite(loss):
                 where = (
                     f"last good checkpoint: step {last_saved}" if last_saved else "no checkpoint"
@@ -330,7 +332,10 @@ def train(
                 if step % int(cfg.log_every) == 0:
                     flush()
                 saved = False
-                if step % int(cfg.ckpt_every) == 0 or step == total or sigterm.set:
+                # Read the flag once: a SIGTERM that arrives later (say, during a hook) is
+                # acted on after the next step, which then saves, instead of stopping unsaved.
+                stop = sigterm.set
+                if step % int(cfg.ckpt_every) == 0 or step == total or stop:
                     flush()  # never checkpoint past a non-finite loss
                     data_state = batches.get_state() if hasattr(batches, "get_state") else None
                     ckpt.save(step, state, data_state)
@@ -338,7 +343,7 @@ def train(
                     last_saved, saved = step, True
                 for hook in hooks:
                     hook(step, state, saved)
-                if sigterm.set:
+                if stop:
                     stopped_by = "sigterm"
                     log.warning("SIGTERM: saved a checkpoint at step %d and stopped", step)
                     break

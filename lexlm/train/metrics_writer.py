@@ -9,7 +9,7 @@ import jax
 
 
 class MetricsWriter:
-    def __init__(self, workdir: str | Path, tensorboard: bool = True):
+    def __init__(self, workdir: str | Path, tensorboard: bool = True, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
         self._jsonl = None
         self._tb = None
@@ -17,7 +17,17 @@ class MetricsWriter:
             return
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(workdir / "metrics.jsonl", "a")
+        path = workdir / "metrics.jsonl"
+        if path.exists():
+            # A run killed after logging past its last checkpoint logs those steps again on
+            # resume: drop the stale lines so every step appears once.
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+        self._jsonl = open(path, "a")
         if tensorboard:
             from tensorboardX import SummaryWriter
 
