@@ -1,0 +1,322 @@
+"""Shared pieces of the benchmarks: peak FLOP/s, model FLOPs, step timing, the LM train step.
+
+Model FLOPs utilisation is counted the MaxText way: model FLOPs per step / step time / peak,
+where "model FLOPs" are the matmul FLOPs the model needs (``model_flops_per_token``), not what
+the compiled program happens to execute (no credit for rematerialisation, random-row generation
+or optimizer arithmetic). Batches are synthetic in-memory int32 arrays: these benchmarks measure
+compute, not the input pipeline, and never import grain or tensorflow-datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+from jax.sharding import AxisType, Mesh
+
+from lexlm.nn.transformer import LMConfig
+from lexlm.train import sharding as shd
+from lexlm.train.lm_task import make_lm_task
+from lexlm.train.loop import build_state, default_train_config, make_train_step, put_batch
+
+# Dense bf16 matmul peak per chip (vendor data sheets, no sparsity). MFU of a float32 run is
+# still reported against this figure, as MaxText does.
+PEAK_BF16_FLOPS: dict[str, float] = {
+    "NVIDIA H100 SXM": 989e12,
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
+    "TPU v4": 275e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v6e": 918e12,
+}
+
+# How jax spells device_kind -> the table's key (first match wins, so order matters).
+_KIND_PATTERNS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("h100", "pcie"), "NVIDIA H100 PCIe"),
+    (("h100",), "NVIDIA H100 SXM"),
+    (("h200",), "NVIDIA H200"),
+    (("a100",), "NVIDIA A100"),
+    (("v4",), "TPU v4"),
+    (("v5 lite",), "TPU v5e"),
+    (("v5e",), "TPU v5e"),
+    (("v5",), "TPU v5p"),
+    (("v6",), "TPU v6e"),
+)
+
+
+CPU_PROBE = "measured: float32 2048^3 matmul probe, best of 5"
+
+
+class Peak(NamedTuple):
+    flops: float | None  # per device, FLOP/s
+    source: str  # where the number comes from
+
+
+def cpu_matmul_peak(n: int = 2048, iters: int = 5) -> float:
+    """Measured float32 FLOP/s of one n^3 matmul on the CPU backend (best of ``iters``).
+
+    There is no vendor figure for "a CPU" worth trusting, so a CPU run's MFU is relative to what
+    XLA's own dense matmul reaches on this machine with all its cores. On a shared machine the
+    probe is itself slowed down; ``refresh_peak`` probes again after timing and keeps the best.
+    """
+    a = jax.device_put(np.random.default_rng(0).standard_normal((n, n), np.float32))
+    f = _square
+    jax.block_until_ready(f(a))
+    best = min(_timed(f, a)[0] for _ in range(iters))
+    return 2.0 * n**3 / best
+
+
+@jax.jit
+def _square(x):
+    return x @ x
+
+
+def _timed(f, *args) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of one call, waited for."""
+    w, c = time.perf_counter(), time.process_time()
+    jax.block_until_ready(f(*args))
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def device_peak(device=None, override_tflops: float | None = None) -> Peak:
+    """Peak FLOP/s of one device: an override, the bf16 table, or a CPU matmul probe."""
+    device = device or jax.devices()[0]
+    if override_tflops:
+        return Peak(float(override_tflops) * 1e12, "given on the command line")
+    if device.platform == "cpu":
+        return Peak(cpu_matmul_peak(), CPU_PROBE)
+    kind = device.device_kind.lower()
+    for patterns, key in _KIND_PATTERNS:
+        if all(p.lower() in kind for p in patterns):
+            return Peak(PEAK_BF16_FLOPS[key], f"table: {key} bf16 dense")
+    return Peak(None, f"unknown device kind {device.device_kind!r}: pass --peak-tflops")
+
+
+def refresh_peak(peak: Peak) -> Peak:
+    """For a CPU probe: probes again (e.g. after timing) and keeps the higher figure."""
+    if peak.source.startswith(CPU_PROBE):
+        again = cpu_matmul_peak()
+        return Peak(max(peak.flops, again), CPU_PROBE + ", max of before/after timing")
+    return peak
+
+
+def matmul_params(cfg: LMConfig) -> int:
+    """Weights that take part in matmuls inside the blocks: qkv (3D^2), out (D^2), MLP (2DF)."""
+    d, f = cfg.width, cfg.width * cfg.mlp_ratio
+    return cfg.depth * (4 * d * d + 2 * d * f)
+
+
+def model_flops_per_token(cfg: LMConfig, seq_len: int) -> float:
+    """Training FLOPs per token, the MaxText / PaLM way.
+
+    ``6 * (N + V*D) + 12 * depth * width * seq_len`` where
+
+    * N = the blocks' matmul weights (``matmul_params``). Biases, LayerNorms, the embedding
+      lookup and learned positions do no matmul and are left out.
+    * V*D = the output layer. The table is tied to the input embedding (or, lexinvariant, is
+      random and has no parameters at all), but ``h @ E^T`` is a real [T, D] x [D, V] matmul,
+      so it is counted in both models; the two thus share one numerator and any extra work of
+      the lexinvariant model (drawing random rows) shows as lower MFU.
+    * 6 = 2 FLOPs per multiply-add x 3 passes (forward, backward to activations, backward to
+      weights).
+    * 12 * depth * width * seq_len: per layer and token, QK^T and AV are 2 * T * D FLOPs each in
+      the forward pass, x3 for the backward. Not halved for the causal mask (the PaLM and
+      original MaxText convention; the xla path computes the full T x T scores anyway).
+    """
+    dense = 6 * (matmul_params(cfg) + cfg.vocab_size * cfg.width)
+    attention = 12 * cfg.depth * cfg.width * seq_len
+    return float(dense + attention)
+
+
+class StepTimes(NamedTuple):
+    median: float  # seconds
+    times: list[float]  # every timed step, wall seconds
+    cpu_times: list[float]  # this process's CPU seconds per step (all threads)
+
+    @property
+    def cpu_median(self) -> float:
+        return statistics.median(self.cpu_times)
+
+
+def time_step(fn: Callable, args: Sequence[Any] = (), warmup: int = 2, iters: int = 10):
+    """Times ``fn(*args)`` after ``warmup`` calls; each call is waited for (block_until_ready).
+
+    The warm-up calls absorb compilation and first-touch allocation. Per-call timing includes
+    one dispatch (tens of microseconds), negligible for the steps timed here. ``fn`` may keep
+    state between calls (a train step that donates its state does).
+
+    CPU seconds are recorded too: on a CPU backend shared with other jobs, wall time swings with
+    their load while CPU time tracks the work done (CPU / wall / cores shows the contention).
+    """
+    for _ in range(warmup):
+        jax.block_until_ready(fn(*args))
+    both = [_timed(fn, *args) for _ in range(iters)]
+    times = [w for w, _ in both]
+    return StepTimes(statistics.median(times), times, [c for _, c in both])
+
+
+def make_mesh(devices: str = "all") -> Mesh:
+    """A (data, fsdp, tensor) mesh over all devices (data parallel) or just the first one."""
+    devs = jax.devices() if devices == "all" else jax.devices()[:1]
+    return Mesh(
+        np.asarray(devs).reshape(len(devs), 1, 1),
+        shd.MESH_AXES,
+        axis_types=(AxisType.Auto,) * len(shd.MESH_AXES),
+    )
+
+
+def synthetic_batch(batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict:
+    """Uniform random tokens: {'inputs', 'targets' (inputs shifted by one), 'mask' (all ones)}."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab_size, (batch, seq_len + 1), dtype=np.int32)
+    return {
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
+        "mask": np.ones((batch, seq_len), np.float32),
+    }
+
+
+@dataclasses.dataclass
+class LMStep:
+    """One baseline or lexinvariant LM train step (make_lm_task + build_state + make_train_step).
+
+    ``compile()`` lowers and compiles without running anything (memory analysis works on any
+    backend); ``init()`` materialises parameters and a synthetic batch; calling the object then
+    runs one step on its own state (the state is donated, so it is threaded through).
+    """
+
+    cfg: LMConfig
+    seq_len: int
+    batch: int
+    mesh: Mesh
+    compiled: Any = None
+    compile_s: float = 0.0
+    state: Any = None
+    arrays: Any = None
+    key: Any = None
+    metrics: Any = None  # of the last step
+
+    def __post_init__(self):
+        train_cfg = default_train_config()
+        train_cfg.batch_size = self.batch
+        train_cfg.steps = 1_000_000  # the schedule only; nothing runs that long
+        train_cfg.mesh = tuple(self.mesh.devices.shape)
+        self.task = make_lm_task(self.cfg, self.seq_len, name=self.cfg.embedding)
+        self.fns = build_state(self.task, train_cfg, self.mesh)
+        self.step = make_train_step(self.task, self.fns)
+
+    def _abstract_inputs(self):
+        batch_sharding = shd.batch_sharding(self.mesh)
+        shape = (self.batch, self.seq_len)
+        batch = {
+            "inputs": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
+            "targets": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
+            "mask": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding),
+        }
+        return self.fns.abstract, batch, jax.eval_shape(jax.random.key, 0)
+
+    def compile(self):
+        t0 = time.perf_counter()
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+            self.compiled = self.step.jitted.lower(*self._abstract_inputs()).compile()
+        self.compile_s = time.perf_counter() - t0
+        return self.compiled
+
+    def init(self, seed: int = 0):
+        with jax.set_mesh(self.mesh):
+            self.state = self.fns.init_state(jax.random.key(seed))
+        data = synthetic_batch(self.batch, self.seq_len, self.cfg.vocab_size, seed)
+        self.arrays = put_batch(data, self.mesh)
+        self.key = jax.random.key(seed + 1)
+        return self
+
+    def __call__(self):
+        if self.compiled is None:
+            self.compile()
+        self.state, self.metrics = self.compiled(self.state, self.arrays, self.key)
+        return self.state, self.metrics
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.fns.abstract.params))
+
+
+def memory_stats(compiled) -> dict[str, int]:
+    """Bytes from ``compiled.memory_analysis()``: temp, argument, output, alias, and totals.
+
+    ``total`` = temp + argument + output (what the brief compares); ``peak_estimate`` subtracts
+    the aliased (donated) bytes, which are counted in both argument and output.
+    """
+    m = compiled.memory_analysis()
+    out = {
+        "temp": int(m.temp_size_in_bytes),
+        "argument": int(m.argument_size_in_bytes),
+        "output": int(m.output_size_in_bytes),
+        "alias": int(m.alias_size_in_bytes),
+    }
+    out["total"] = out["temp"] + out["argument"] + out["output"]
+    out["peak_estimate"] = out["total"] - out["alias"]
+    return out
+
+
+def device_line(mesh: Mesh, peak: Peak) -> str:
+    d = mesh.devices.flat[0]
+    peak_s = f"{peak.flops:.3g} FLOP/s" if peak.flops else "unknown"
+    return (
+        f"device: {d.device_kind} ({d.platform}) x{mesh.devices.size}, jax {jax.__version__}; "
+        f"peak per device {peak_s} ({peak.source})"
+    )
+
+
+def mfu(flops_per_step: float, step_s: float, peak: Peak, n_devices: int) -> float | None:
+    if not peak.flops:
+        return None
+    return flops_per_step / step_s / (peak.flops * n_devices)
+
+
+def contention_line(timing: StepTimes) -> str:
+    """How many cores the timed steps kept busy: below the core count, others share the CPU."""
+    cores = os.cpu_count() or 1
+    busy = sum(timing.cpu_times) / max(sum(timing.times), 1e-9)
+    note = "" if busy > 0.8 * cores else " (the CPU is shared or idle: wall times are pessimistic)"
+    return (
+        f"process CPU time per step: median {timing.cpu_median * 1e3:.1f} ms; "
+        f"{busy:.2f} of {cores} cores busy{note}"
+    )
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.3f} GiB"
+
+
+def print_json(record: dict) -> None:
+    print(json.dumps(record, sort_keys=False))
+
+
+# Model sizes, mirroring the experiment configs (which are not imported: reading them pulls in
+# the data stack). tiny = experiments/lm.py:tiny with the embedded corpus's ~100 characters;
+# 150m = experiments/lm.py:150m; paper = experiments/lexinvariant.py:paper (context 512).
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(vocab_size=100, width=128, depth=2, heads=4, seq_len=128),
+    "150m": dict(vocab_size=32000, width=1024, depth=12, heads=16, seq_len=1024),
+    "paper": dict(vocab_size=32000, width=1024, depth=12, heads=16, seq_len=512),
+}
+
+
+def lm_config(size: str, seq_len: int, **overrides) -> LMConfig:
+    shape = {k: v for k, v in SIZES[size].items() if k != "seq_len"}
+    return LMConfig(**{**shape, **overrides, "max_len": seq_len})
+
+
+def on_accelerator() -> bool:
+    return jax.default_backend() != "cpu"
