@@ -99,8 +99,9 @@ def run_dir(out: Path, unit: str, embedding: str) -> Path:
 # ----------------------------------------------------------------------------- finding 1
 
 
-def position_table(std: dict, lex: dict, buckets) -> list[dict]:
-    """Mean loss per position bucket [lo, hi) and the perplexity ratio lexinvariant/standard."""
+def position_table(std: dict, lex: dict, buckets, unigram=None) -> list[dict]:
+    """Mean loss per position bucket [lo, hi), the perplexity ratio lexinvariant/standard and
+    (when given) the in-context unigram reference."""
     s, x = np.asarray(std["loss_by_position"]), np.asarray(lex["loss_by_position"])
     rows = []
     edges = list(buckets)
@@ -117,9 +118,21 @@ def position_table(std: dict, lex: dict, buckets) -> list[dict]:
                 "standard": ls,
                 "lexinvariant": lx,
                 "ppl_ratio": math.exp(lx - ls),
+                "in_context_unigram": float(np.mean(unigram[a:b])) if unigram is not None else None,
             }
         )
     return rows
+
+
+def in_context_unigram_nll(windows: dict, vocab_size: int, alpha: float = 0.1) -> np.ndarray:
+    """Per-position loss [T] of an add-alpha count model over the tokens seen so far in the
+    window: the simplest lexinvariant predictor, a reference point for the trained one."""
+    x, y, mask = windows["inputs"], windows["targets"], windows["mask"]
+    counts = np.cumsum(np.eye(vocab_size, dtype=np.float32)[x], axis=1)  # [N, T, V]
+    seen = np.take_along_axis(counts, y[..., None], axis=-1)[..., 0]
+    t = np.arange(1, x.shape[1] + 1)[None, :]
+    nll = -np.log((seen + alpha) / (t + alpha * vocab_size))
+    return (nll * mask).sum(0) / np.maximum(mask.sum(0), 1.0)
 
 
 # ----------------------------------------------------------------------------- finding 2
@@ -272,10 +285,12 @@ def run(c, out: Path, reuse: dict[str, Path] | None = None) -> dict:
             dirs[emb] = wd
         std = json.loads((dirs["learned"] / "eval_test.json").read_text())
         lex = json.loads((dirs["lexinvariant"] / "eval_test.json").read_text())
+        _, _, tok, cfg_std, _ = restore_lm(dirs["learned"])
+        unigram = in_context_unigram_nll(eval_windows(cfg_std, tok, "test"), tok.vocab_size)
         findings["finding1"][unit] = {
             "standard": {k: std[k] for k in ("loss", "perplexity", "bits_per_byte")},
             "lexinvariant": {k: lex[k] for k in ("loss", "perplexity", "bits_per_byte")},
-            "table": position_table(std, lex, c.position_buckets),
+            "table": position_table(std, lex, c.position_buckets, unigram),
         }
         plot_loss_by_position(
             {f"standard ({unit})": std, f"lexinvariant ({unit})": lex},
@@ -307,14 +322,20 @@ def report_section(f: dict) -> str:
             f"(ppl {s['perplexity']:.2f}), lexinvariant {x['bits_per_byte']:.3f} bits/byte "
             f"(ppl {x['perplexity']:.2f}).",
             "",
-            "| positions | standard loss | lexinvariant loss | perplexity ratio lex/std |",
-            "|---|---|---|---|",
+            "| positions | standard loss | lexinvariant loss | ppl ratio lex/std "
+            "| in-context unigram loss |",
+            "|---|---|---|---|---|",
         ]
         for row in r["table"]:
             lines.append(
                 f"| {row['positions']} | {row['standard']:.3f} | {row['lexinvariant']:.3f} "
-                f"| {row['ppl_ratio']:.2f} |"
+                f"| {row['ppl_ratio']:.2f} | {row['in_context_unigram']:.3f} |"
             )
+        lines += [
+            "",
+            "In-context unigram: an add-0.1 count model over the tokens seen so far in the "
+            "window, the simplest lexinvariant predictor (no training), for reference.",
+        ]
         lines += ["", f"![loss by position, {unit}](lexinv_loss_by_position_{unit}.png)", ""]
     lines += ["### Finding 2: substitution cipher", ""]
     lines += [

@@ -1,0 +1,294 @@
+"""Tests for lexlm.nn: the attention dispatcher and the Transformer LM (all embedding modes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+from lexlm.nn import LMConfig, TransformerLM, dot_product_attention
+from lexlm.nn import lexinvariant as lexinv
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("learned", "lexinvariant", "semi")
+LOGICAL_NAMES = {"embed", "mlp", "heads", "kv", "qkv", "vocab", None}
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def naive_attention(q, k, v, causal):
+    """Per-query, per-head loop in float64 numpy."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    b_, t_, h_, d_ = q.shape
+    out = np.zeros_like(q)
+    for b in range(b_):
+        for h in range(h_):
+            for t in range(t_):
+                last = t + 1 if causal else t_
+                scores = np.array([q[b, t, h] @ k[b, s, h] for s in range(last)]) / np.sqrt(d_)
+                w = np.exp(scores - scores.max())
+                w /= w.sum()
+                out[b, t, h] = sum(w[s] * v[b, s, h] for s in range(last))
+    return out
+
+
+def _qkv(seed, shape=(2, 7, 3, 4)):
+    rng = np.random.default_rng(seed)
+    return tuple(jnp.asarray(rng.standard_normal(shape), jnp.float32) for _ in range(3))
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_xla_attention_matches_naive_loop(causal):
+    q, k, v = _qkv(0)
+    out = dot_product_attention(q, k, v, causal=causal, impl="xla")
+    chex.assert_shape(out, q.shape)
+    np.testing.assert_allclose(np.asarray(out), naive_attention(q, k, v, causal), atol=1e-5)
+
+
+def test_xla_attention_future_tokens_do_not_influence_the_past():
+    q, k, v = _qkv(1)
+    t0 = 4
+    noise = _qkv(2)
+    q2, k2, v2 = (a.at[:, t0:].add(10.0 * n[:, t0:]) for a, n in zip((q, k, v), noise))
+    out = dot_product_attention(q, k, v, causal=True, impl="xla")
+    out2 = dot_product_attention(q2, k2, v2, causal=True, impl="xla")
+    np.testing.assert_array_equal(np.asarray(out[:, :t0]), np.asarray(out2[:, :t0]))
+    # ... while the perturbed positions themselves do change (the check has power).
+    assert float(jnp.min(jnp.abs(out[:, t0:] - out2[:, t0:]).max(axis=(2, 3)))) > 1e-3
+
+
+def test_auto_attention_on_cpu_is_xla():
+    if jax.default_backend() == "gpu":
+        pytest.skip("'auto' may pick cudnn on a GPU")
+    q, k, v = _qkv(3)
+    np.testing.assert_array_equal(
+        np.asarray(dot_product_attention(q, k, v, impl="auto")),
+        np.asarray(dot_product_attention(q, k, v, impl="xla")),
+    )
+
+
+def test_cudnn_attention_on_cpu_raises_naming_the_field():
+    if jax.default_backend() == "gpu":
+        pytest.skip("cudnn may be usable on a GPU")
+    q, k, v = _qkv(4)
+    with pytest.raises(ValueError, match=r"model\.attention.*cudnn"):
+        dot_product_attention(q, k, v, impl="cudnn")
+    # bf16 does not make it usable on CPU either.
+    with pytest.raises(ValueError, match=r"model\.attention"):
+        dot_product_attention(*(a.astype(jnp.bfloat16) for a in (q, k, v)), impl="cudnn")
+
+
+def test_unknown_attention_impl_raises():
+    q, k, v = _qkv(5)
+    with pytest.raises(ValueError, match=r"model\.attention.*'flash'"):
+        dot_product_attention(q, k, v, impl="flash")
+
+
+@pytest.mark.parametrize("impl", ["cudnn", "flash"])
+def test_model_with_unusable_attention_raises_naming_the_field(impl):
+    if impl == "cudnn" and jax.default_backend() == "gpu":
+        pytest.skip("cudnn may be usable on a GPU")
+    model = make(attention=impl)
+    with pytest.raises(ValueError, match=r"model\.attention"):
+        model.init(jax.random.key(0), tokens())
+
+
+# ----------------------------------------------------------------------------- model helpers
+
+V, T, B, D = 37, 12, 2, 32
+
+
+def make(embedding="learned", **kw):
+    base = dict(vocab_size=V, width=D, depth=2, heads=4, max_len=16, embedding=embedding)
+    base.update(kw)
+    return TransformerLM(LMConfig(**base))
+
+
+def extras(embedding, batch=B, seed=7, vocab=V):
+    """Per-sequence inputs each mode needs (semi: a mask with both values present)."""
+    if embedding == "learned":
+        return {}
+    keys = lexinv.sequence_keys(jax.random.key(seed), batch)
+    if embedding == "lexinvariant":
+        return {"seq_keys": keys}
+    mask = lexinv.semi_lexinvariant_mask(jax.random.key(seed + 1), batch, vocab, 0.5)
+    return {"seq_keys": keys, "semi_mask": mask}
+
+
+def tokens(seed=0, batch=B, length=T, vocab=V):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, (batch, length)), jnp.int32)
+
+
+def init(model, embedding, seed=0, **kw):
+    x = tokens()
+    return nn.meta.unbox(model.init(jax.random.key(seed), x, **extras(embedding, **kw)))
+
+
+@pytest.fixture(scope="module")
+def models():
+    out = {}
+    for mode in MODES:
+        model = make(mode, vocab_chunk=8)
+        out[mode] = (model, init(model, mode))
+    return out
+
+
+# ----------------------------------------------------------------------------- TransformerLM
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_output_shapes(models, mode):
+    model, params = models[mode]
+    x, ex = tokens(), extras(mode)
+    h = model.apply(params, x, **ex)
+    nll = model.apply(params, x, x, method="nll", **ex)
+    logits = model.apply(params, x, method="logits", **ex)
+    chex.assert_shape(h, (B, T, D))
+    chex.assert_shape(nll, (B, T))
+    chex.assert_shape(logits, (B, T, V))
+    chex.assert_type([h, nll, logits], jnp.float32)
+    chex.assert_tree_all_finite((h, nll, logits))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_model_is_causal(models, mode):
+    """Changing token t changes no hidden state before t (and does change position t)."""
+    model, params = models[mode]
+    x, ex = tokens(1), extras(mode)
+    t0 = 5
+    x2 = x.at[:, t0].set((x[:, t0] + 1) % V)
+    h = model.apply(params, x, **ex)
+    h2 = model.apply(params, x2, **ex)
+    np.testing.assert_allclose(np.asarray(h[:, :t0]), np.asarray(h2[:, :t0]), atol=1e-6, rtol=0)
+    assert float(jnp.min(jnp.abs(h[:, t0] - h2[:, t0]).max(axis=-1))) > 1e-3
+
+
+@pytest.mark.parametrize("chunk", [8, 37, 64])
+@pytest.mark.parametrize("mode", MODES)
+def test_nll_equals_log_softmax_of_logits(mode, chunk):
+    model = make(mode, vocab_chunk=chunk)
+    params = init(model, mode)
+    x, y, ex = tokens(2), tokens(3), extras(mode)
+    nll = model.apply(params, x, y, method="nll", **ex)
+    logits = model.apply(params, x, method="logits", **ex)
+    ref = -jnp.take_along_axis(jax.nn.log_softmax(logits, -1), y[..., None], -1)[..., 0]
+    np.testing.assert_allclose(np.asarray(nll), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["learned", "lexinvariant"])
+def test_bfloat16_compute_close_to_float32(mode):
+    m32, m16 = make(mode, vocab_chunk=8), make(mode, vocab_chunk=8, dtype="bfloat16")
+    params = init(m32, mode)
+    x, y, ex = tokens(4), tokens(5), extras(mode)
+    h16 = m16.apply(params, x, **ex)
+    chex.assert_type(h16, jnp.bfloat16)
+    nll32 = m32.apply(params, x, y, method="nll", **ex)
+    nll16 = m16.apply(params, x, y, method="nll", **ex)
+    chex.assert_type(nll16, jnp.float32)
+    chex.assert_tree_all_finite(nll16)
+    # bf16 keeps ~3 significant digits; the loss is a few nats.
+    np.testing.assert_allclose(np.asarray(nll16), np.asarray(nll32), rtol=0, atol=0.05)
+    assert abs(float(nll16.mean() - nll32.mean())) < 0.01
+    assert float(jnp.max(jnp.abs(nll16 - nll32))) > 0  # it really computed in bf16
+
+
+def test_sequence_longer_than_max_len_raises(models):
+    model, params = models["learned"]
+    with pytest.raises(ValueError, match=r"model\.max_len.*17.*16"):
+        model.apply(params, tokens(length=17))
+
+
+def test_lexinvariant_without_keys_raises(models):
+    model, params = models["lexinvariant"]
+    with pytest.raises(ValueError, match="seq_keys"):
+        model.apply(params, tokens())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_param_has_logical_axes_of_its_rank(mode):
+    model = make(mode)
+    boxed = model.init(jax.random.key(0), tokens(), **extras(mode))
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+    assert leaves and all(isinstance(x, nn.Partitioned) for x in leaves)
+    specs = nn.get_partition_spec(boxed)
+    flat_specs = jax.tree.leaves(specs, is_leaf=lambda s: isinstance(s, PartitionSpec))
+    flat_values = jax.tree.leaves(nn.meta.unbox(boxed))
+    assert len(flat_specs) == len(flat_values)
+    for spec, value in zip(flat_specs, flat_values):
+        assert isinstance(spec, PartitionSpec)
+        assert len(spec) == value.ndim, (spec, value.shape)
+        assert set(spec) <= LOGICAL_NAMES, spec
+    p = boxed["params"]
+    assert p["positions"].names == (None, "embed")
+    assert p["block_0"]["qkv"]["kernel"].names == ("embed", "qkv", "heads", "kv")
+    assert p["block_0"]["attn_out"]["kernel"].names == ("heads", "kv", "embed")
+    assert p["block_0"]["mlp_in"]["kernel"].names == ("embed", "mlp")
+    assert ("embedding" in p) == (mode != "lexinvariant")
+    if mode != "lexinvariant":
+        assert p["embedding"].names == ("vocab", "embed")
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"embedding": "onehot"}, "model.embedding"),
+        ({"width": 30, "heads": 4}, "model.heads"),
+        ({"dtype": "float16"}, "model.dtype"),
+        ({"semi_p": 1.5}, "model.semi_p"),
+        ({"semi_p": -0.1}, "model.semi_p"),
+    ],
+)
+def test_config_validation_names_the_field(kwargs, field):
+    with pytest.raises(ValueError, match="^" + field.replace(".", r"\.")):
+        LMConfig(vocab_size=V, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"embedding": "learned"},
+        {"embedding": "lexinvariant"},
+        {"embedding": "semi"},
+        {"embedding": "learned", "width": 24, "heads": 3, "depth": 3, "mlp_ratio": 2},
+        {"embedding": "lexinvariant", "width": 24, "heads": 3, "depth": 1, "max_len": 40},
+    ],
+)
+def test_param_count_matches_init(kw):
+    model = make(**kw)
+    shapes = jax.eval_shape(
+        lambda: nn.meta.unbox(model.init(jax.random.key(0), tokens(), **extras(kw["embedding"])))
+    )
+    actual = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(shapes))
+    assert model.cfg.param_count() == actual
+
+
+def test_importing_nn_and_train_does_not_import_the_data_stack():
+    code = textwrap.dedent(
+        """
+        import sys
+        import lexlm.nn, lexlm.train
+        heavy = sorted(
+            m for m in sys.modules
+            if m.split(".")[0] in ("grain", "tensorflow_datasets", "tensorflow")
+            or m == "lexlm.data" or m.startswith("lexlm.data.")
+        )
+        assert not heavy, heavy
+        print("ok")
+        """
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
