@@ -75,15 +75,19 @@ def tokenizer_for(cfg, workdir: Path):
     return tok
 
 
-def train_run(cfg, workdir: str | Path, hooks=()):
-    """Trains (or resumes) one LM run. Returns the TrainResult."""
+def train_run(cfg, workdir: str | Path, hooks=(), *, vocab_size: int | None = None, wrap=None):
+    """Trains (or resumes) one LM run. Returns the TrainResult.
+
+    ``vocab_size`` overrides the tokenizer's (runs that add ids, like the symbol tasks);
+    ``wrap(batches) -> batches`` mixes something into the training batches (it must keep
+    ``get_state``/``set_state`` for exact resumption)."""
     from lexlm.data import lm_train_dataset, open_split
 
     workdir = Path(workdir)
     validate(cfg)
     save_config(cfg, workdir)
     tok = tokenizer_for(cfg, workdir)
-    model_cfg = lm_config(cfg, tok.vocab_size)
+    model_cfg = lm_config(cfg, vocab_size or tok.vocab_size)
     per_host_batch = int(cfg.train.batch_size) // jax.process_count()
     dataset = lm_train_dataset(
         open_split(cfg.data, "train"),
@@ -92,8 +96,9 @@ def train_run(cfg, workdir: str | Path, hooks=()):
         batch_size=per_host_batch,
         seed=int(cfg.data.seed),
     )
+    batches = iter(dataset) if wrap is None else wrap(iter(dataset))
     task = make_lm_task(model_cfg, int(cfg.seq_len), name=workdir.name)
-    return train(cfg.train, task, iter(dataset), workdir, hooks=hooks)
+    return train(cfg.train, task, batches, workdir, hooks=hooks)
 
 
 def restore_lm(workdir: str | Path, step: int | None = None):
