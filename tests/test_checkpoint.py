@@ -20,23 +20,15 @@ LOGGER = "lexlm.train.checkpoint"
 # After a failed read, orbax/tensorstore leave callbacks for a closed asyncio loop behind;
 # Python reports them (whenever they are collected, often during a later test) as unraisable
 # exceptions. They come from orbax, not from lexlm.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-    with th.compilation_cache(tmp_path_factory.getbasetemp() / "jax_cache"):
-        yield
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.usefixtures("compile_once"),
+]
 
 
 @pytest.fixture(scope="module")
-def reference(compile_once, tmp_path_factory):
-    return th.reference_run(str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory, reference):
-    return th.eight_device_runs(str(tmp_path_factory.getbasetemp()), str(reference[0])).wait()
+def eight_devices(eight_device_runs):
+    return eight_device_runs.wait()
 
 
 def corrupt(step_dir):

@@ -20,22 +20,7 @@ from lexlm.errors import ConfigError, TrainingError
 from lexlm.train import Task, train, validate_train_config
 
 N = th.N
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-    with th.compilation_cache(tmp_path_factory.getbasetemp() / "jax_cache"):
-        yield
-
-
-@pytest.fixture(scope="module")
-def reference(compile_once, tmp_path_factory):
-    return th.reference_run(str(tmp_path_factory.getbasetemp()))
-
-
-@pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory, reference):
-    return th.eight_device_runs(str(tmp_path_factory.getbasetemp()), str(reference[0]))
+pytestmark = pytest.mark.usefixtures("compile_once")
 
 
 def test_batches_depend_on_iterator_state():
@@ -68,7 +53,7 @@ def test_resume_after_sigkill_is_exact(reference, tmp_path):
     th.assert_trees_equal(th.flat(result.state), ref_state)  # params, optimizer state, step
 
 
-def test_same_losses_on_1_and_8_devices(reference, eight_devices, tmp_path):
+def test_same_losses_on_1_and_8_devices(reference, eight_device_runs, tmp_path):
     ref_dir, _ = reference
     one_device = {"learned": th.losses(ref_dir)}
     lex_dir = tmp_path / "lexinvariant_1"  # runs while the 8-device child does
@@ -76,7 +61,7 @@ def test_same_losses_on_1_and_8_devices(reference, eight_devices, tmp_path):
     one_device["lexinvariant"] = th.losses(lex_dir)
     assert one_device["learned"] != one_device["lexinvariant"]
 
-    eight_devices = eight_devices.wait()
+    eight_devices = eight_device_runs.wait()
     runs = [("learned", "8,1,1"), ("learned", "2,2,2"), ("lexinvariant", "2,2,2")]
     for embedding, mesh in runs:
         run_dir = eight_devices / f"{embedding}_{mesh}"
