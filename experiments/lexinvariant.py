@@ -48,48 +48,37 @@ SPECIAL_IDS = 3  # pad, eos, unk keep their ids under a cipher
 
 def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
     arg = arg or "tiny"
-    c = ml_collections.ConfigDict()
-    if arg == "tiny":
+    if arg not in ("tiny", "small", "paper"):
+        raise ValueError(
+            f"experiments/lexinvariant.py: unknown config {arg!r}; use tiny|small|paper"
+        )
+    # CPU defaults (tiny); 'small' trains the character models longer, 'paper' is the 150M run.
+    c = ml_collections.ConfigDict(
+        dict(
+            units=("char", "subword"),
+            subword_vocab=512,
+            subword_steps=400,
+            position_buckets=(1, 4, 16, 32, 64, 128),
+            cipher_draws=8,
+            probe_train_ciphers=6,
+            probe_test_ciphers=2,
+            probe_windows=48,
+        )
+    )
+    if arg in ("tiny", "small"):
         base = lm_experiment.get_config("tiny")
-        c.units = ("char", "subword")
-        c.subword_vocab = 512
-        c.subword_steps = 400
-        c.position_buckets = (1, 4, 16, 32, 64, 128)
-        c.cipher_draws = 8
-        c.probe_train_ciphers = 6
-        c.probe_test_ciphers = 2
-        c.probe_windows = 48
-    elif arg == "small":
-        # Longer CPU run of the character models only (about 20 minutes on 2 cores).
-        base = lm_experiment.get_config("tiny")
+    if arg == "small":  # about 20 minutes on 2 CPU cores
         base.train.update(steps=3000, batch_size=16, ckpt_every=1000, log_every=50)
         c.units = ("char",)
-        c.subword_vocab = 512
-        c.subword_steps = 3000
-        c.position_buckets = (1, 4, 16, 32, 64, 128)
-        c.cipher_draws = 8
-        c.probe_train_ciphers = 6
-        c.probe_test_ciphers = 2
-        c.probe_windows = 48
-    elif arg == "paper":
+    if arg == "paper":
         base = lm_experiment.get_config("150m")
         base.seq_len = 512
         base.data.source = "tfds"
         base.data.tfds_name = "wiki40b/en"
-        base.data.splits = {"train": "train", "validation": "validation", "test": "test"}
         base.train.steps = 250_000
-        c.units = ("char", "subword")
-        c.subword_vocab = 32000
-        c.subword_steps = 250_000
-        c.position_buckets = (1, 8, 32, 128, 256, 512)
-        c.cipher_draws = 8
-        c.probe_train_ciphers = 16
-        c.probe_test_ciphers = 4
-        c.probe_windows = 256
-    else:
-        raise ValueError(
-            f"experiments/lexinvariant.py: unknown config {arg!r}; use tiny|small|paper"
-        )
+        c.update(subword_vocab=32000, subword_steps=250_000, probe_windows=256)
+        c.update(position_buckets=(1, 8, 32, 128, 256, 512))
+        c.update(probe_train_ciphers=16, probe_test_ciphers=4)
     c.base = base
     return c
 

@@ -29,6 +29,9 @@ def lm_config(cfg, vocab_size: int) -> LMConfig:
     try:
         return LMConfig(vocab_size=vocab_size, max_len=int(cfg.seq_len), **cfg.model.to_dict())
     except (TypeError, ValueError) as e:
+        field, _, message = str(e).partition(": ")
+        if field.startswith("model.") and message:  # LMConfig already names the field
+            raise ConfigError(field, message) from e
         raise ConfigError("model", str(e)) from e
 
 
