@@ -98,6 +98,7 @@ def train_run(cfg, workdir: str | Path, hooks=(), *, vocab_size: int | None = No
         seq_len=int(cfg.seq_len),
         batch_size=per_host_batch,
         seed=int(cfg.data.seed),
+        worker_count=int(cfg.data.get("worker_count", 0)),
     )
     batches = iter(dataset) if wrap is None else wrap(iter(dataset))
     task = make_lm_task(model_cfg, int(cfg.seq_len), name=workdir.name)
