@@ -7,6 +7,7 @@ written up as ``<out>/report.md`` with PNG plots.
    checkpoint, loss by position.
 2. Lexinvariant LMs (``experiments/lexinvariant.py:tiny``): findings 1 and 2, reusing the
    baseline as the standard character LM.
+3. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
 
 Re-running resumes: finished runs are evaluated again from their checkpoints, not retrained.
 """
@@ -56,6 +57,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="lexlm main job")
     parser.add_argument("--out", default="results", help="report and run directories")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: lexinv")
+    parser.add_argument(
+        "--extra",
+        default="",
+        help="comma-separated longer sections to add: symbols (lexinvariant findings 3-4, "
+        "about 12 more minutes on 2 CPU cores)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -82,6 +89,13 @@ def main(argv=None):
         c = lexinvariant.get_config("tiny")
         findings = lexinvariant.run(c, out, reuse={"learned_char": base_dir})
         sections.append(lexinvariant.report_section(findings))
+
+    extra = set(filter(None, args.extra.split(",")))
+    if "symbols" in extra:
+        from experiments import lexinv_symbols
+
+        findings = lexinv_symbols.run(lexinv_symbols.get_config("tiny"), out)
+        sections.append(lexinv_symbols.report_section(findings))
 
     elapsed = time.perf_counter() - started
     header = [
