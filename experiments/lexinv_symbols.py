@@ -98,10 +98,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments import lexinvariant
 from experiments import lm as lm_experiment
 from experiments.lm_runs import (
-    lm_config,
-    load_config,
+    load_run,
+    restore_lm,
     save_config,
     tokenizer_for,
     train_run,
@@ -380,14 +381,9 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         c.eval_rows = 64  # task rows per (task, symbol set)
         c.eval_draws = 4
     elif arg == "paper":
-        base = lm_experiment.get_config("150m")
+        base = lexinvariant.paper_base()
         base.data.unit = "char"
         base.data.vocab_size = 130
-        base.seq_len = 512
-        base.data.source = "tfds"
-        base.data.tfds_name = "wiki40b/en"
-        base.data.splits = {"train": "train", "validation": "validation", "test": "test"}
-        base.train.steps = 250_000
         base.eval.draws = 8
         c.n_symbols = 128
         c.mix_prob = 0.05
@@ -466,23 +462,15 @@ def train_symbol_run(cfg, workdir: str | Path):
 
 
 def restore_symbol_lm(workdir: str | Path, step: int | None = None):
-    """(model, params, tokenizer, layout, cfg, step). Unlike ``lm_runs.restore_lm`` the model
-    vocabulary is the tokenizer's plus the symbols, read from the run's ``symbols.json``."""
-    from lexlm.eval import restore_params
-    from lexlm.nn import TransformerLM
-    from lexlm.text import load_tokenizer
-    from lexlm.train import make_lm_task
-
+    """(model, params, tokenizer, layout, cfg, step). The model vocabulary is the tokenizer's
+    plus the symbols, read from the run's ``symbols.json``."""
     workdir = Path(workdir)
-    cfg = load_config(workdir)
-    tok = load_tokenizer(workdir / "tokenizer")
+    _, tok = load_run(workdir)
     layout = SymbolLayout.from_json(json.loads((workdir / LAYOUT_FILE).read_text()))
     if layout.text_vocab != tok.vocab_size:
         raise ValueError(f"{workdir}: {LAYOUT_FILE} does not match the tokenizer")
-    model_cfg = lm_config(cfg, layout.vocab_size)
-    task = make_lm_task(model_cfg, int(cfg.seq_len))
-    params, restored, _ = restore_params(task, cfg.train, workdir, step)
-    return TransformerLM(model_cfg), params, tok, layout, cfg, restored
+    model, params, tok, cfg, restored = restore_lm(workdir, step, vocab_size=layout.vocab_size)
+    return model, params, tok, layout, cfg, restored
 
 
 # ----------------------------------------------------------------------------- evaluation

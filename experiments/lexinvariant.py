@@ -37,6 +37,7 @@ from experiments import lm as lm_experiment
 from experiments.lm_runs import (
     eval_windows,
     evaluate_run,
+    load_run,
     nll_function,
     plot_loss_by_position,
     restore_lm,
@@ -44,6 +45,16 @@ from experiments.lm_runs import (
 )
 
 SPECIAL_IDS = 3  # pad, eos, unk keep their ids under a cipher
+
+
+def paper_base() -> ml_collections.ConfigDict:
+    """The paper-scale LM run: ~150M parameters, context 512, wiki40b/en, 250K steps."""
+    base = lm_experiment.get_config("150m")
+    base.seq_len = 512
+    base.data.source = "tfds"
+    base.data.tfds_name = "wiki40b/en"
+    base.train.steps = 250_000
+    return base
 
 
 def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
@@ -71,11 +82,7 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         base.train.update(steps=3000, batch_size=16, ckpt_every=1000, log_every=50)
         c.units = ("char",)
     if arg == "paper":
-        base = lm_experiment.get_config("150m")
-        base.seq_len = 512
-        base.data.source = "tfds"
-        base.data.tfds_name = "wiki40b/en"
-        base.train.steps = 250_000
+        base = paper_base()
         c.update(subword_vocab=32000, subword_steps=250_000, probe_windows=256)
         c.update(position_buckets=(1, 8, 32, 128, 256, 512))
         c.update(probe_train_ciphers=16, probe_test_ciphers=4)
@@ -290,7 +297,7 @@ def run(c, out: Path, reuse: dict[str, Path] | None = None) -> dict:
             dirs[emb] = wd
         std = json.loads((dirs["learned"] / "eval_test.json").read_text())
         lex = json.loads((dirs["lexinvariant"] / "eval_test.json").read_text())
-        _, _, tok, cfg_std, _ = restore_lm(dirs["learned"])
+        cfg_std, tok = load_run(dirs["learned"])
         unigram = in_context_unigram_nll(eval_windows(cfg_std, tok, "test"), tok.vocab_size)
         findings["finding1"][unit] = {
             "standard": {k: std[k] for k in ("loss", "perplexity", "bits_per_byte")},

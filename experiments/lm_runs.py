@@ -105,14 +105,21 @@ def train_run(cfg, workdir: str | Path, hooks=(), *, vocab_size: int | None = No
     return train(cfg.train, task, batches, workdir, hooks=hooks)
 
 
-def restore_lm(workdir: str | Path, step: int | None = None):
-    """(model, params, tokenizer, cfg, step) of a finished or interrupted run."""
-    workdir = Path(workdir)
-    cfg = load_config(workdir)
+def load_run(workdir: str | Path):
+    """(config, tokenizer) of a run directory, without touching its checkpoints."""
     from lexlm.text import load_tokenizer
 
-    tok = load_tokenizer(workdir / "tokenizer")
-    model_cfg = lm_config(cfg, tok.vocab_size)
+    workdir = Path(workdir)
+    return load_config(workdir), load_tokenizer(workdir / "tokenizer")
+
+
+def restore_lm(workdir: str | Path, step: int | None = None, vocab_size: int | None = None):
+    """(model, params, tokenizer, cfg, step) of a finished or interrupted run.
+
+    ``vocab_size`` overrides the tokenizer's, for runs trained with extra ids (``train_run``)."""
+    workdir = Path(workdir)
+    cfg, tok = load_run(workdir)
+    model_cfg = lm_config(cfg, vocab_size or tok.vocab_size)
     task = make_lm_task(model_cfg, int(cfg.seq_len))
     params, restored_step, _ = restore_params(task, cfg.train, workdir, step)
     return TransformerLM(model_cfg), params, tok, cfg, restored_step
