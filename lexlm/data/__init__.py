@@ -11,6 +11,10 @@ opened or a builder is used, grain when a pipeline is built.
     ds = lm_train_dataset(train, tok, seq_len=256, batch_size=32, seed=cfg.seed)
     batches = iter(ds)                          # get_state()/set_state() for checkpoints
     val = lm_eval_windows(open_split(cfg, "validation"), tok, seq_len=256)
+
+`data.source` picks the corpus: 'default' (the Lee news corpus), 'python_stdlib' (this
+interpreter's standard library `.py` files, embedded code; `python_stdlib_manifest(cfg)` gives
+its Python version and files per split, to save with a run), 'files' or 'tfds'.
 """
 
 from lexlm.data.pipeline import (
@@ -38,6 +42,8 @@ from lexlm.data.sources import (
 _LAZY = {
     "LeeCorpus": "builders",
     "LocalText": "builders",
+    "PythonStdlib": "code_corpus",
+    "python_stdlib_manifest": "code_corpus",
     "lee_corpus_path": "builders",
     "lee_split_indices": "builders",
     "PackIterDataset": "packing",
@@ -62,6 +68,7 @@ __all__ = [
     "LocalText",
     "PackIterDataset",
     "PackStats",
+    "PythonStdlib",
     "TextFieldSource",
     "chunk_bounds",
     "default_data_config",
@@ -72,6 +79,7 @@ __all__ = [
     "lm_eval_windows",
     "lm_train_dataset",
     "open_split",
+    "python_stdlib_manifest",
     "read_documents",
     "resolve_text_files",
     "tfds_builder",

@@ -1,8 +1,11 @@
 """The `data` config block, its validation, and `open_split`: config -> random-access records.
 
-Three sources, chosen by `data.source`:
+Four sources, chosen by `data.source`:
 
 - 'default': the embedded Lee news corpus (`builders.LeeCorpus`), built on first use.
+- 'python_stdlib': the running interpreter's standard library `.py` files, one document per
+             file, split 90/5/5 by a hash of the path (`code_corpus.PythonStdlib`): embedded
+             human-written code. `code_corpus.python_stdlib_manifest(cfg)` lists its files.
 - 'files':   the user's local text files (`builders.LocalText`), rebuilt when they change.
 - 'tfds':    any TFDS catalog dataset by name (`data.tfds_name`, e.g. 'tiny_shakespeare',
              'lm1b', 'wiki40b/en'); downloaded and prepared as array_record on first use,
@@ -36,7 +39,7 @@ from lexlm.errors import ConfigError
 from lexlm.text.decode import decode_utf8
 from lexlm.text.tokenizers import NUM_SPECIAL, UNIT_KINDS
 
-SOURCES = ("default", "files", "tfds")
+SOURCES = ("default", "files", "tfds", "python_stdlib")
 SPLITS = ("train", "validation", "test")
 DOC_SPLITS = ("line", "paragraph", "file")
 DEFAULT_DATA_DIR = "~/.cache/lexlm/tfds"
@@ -107,7 +110,7 @@ def check_holdout(holdout: Sequence[float]) -> tuple[float, float]:
 def default_data_config() -> ml_collections.ConfigDict:
     """The `data` block of every experiment config, with its defaults."""
     cfg = ml_collections.ConfigDict()
-    cfg.source = "default"  # 'default' | 'files' | 'tfds'
+    cfg.source = "default"  # 'default' | 'files' | 'tfds' | 'python_stdlib'
     cfg.files = ()  # paths or folders (folders: their *.txt, recursively); commas separate
     cfg.doc_split = "paragraph"  # 'line' | 'paragraph' (blank-line separated) | 'file'
     cfg.holdout = (0.05, 0.05)  # validation, test fractions for 'files' (contiguous regions)
@@ -174,6 +177,12 @@ def validate_data_config(data_cfg: Any, *, check_tfds_name: bool = True) -> None
     check_holdout(_field(data_cfg, "holdout"))
     if source == "files":
         resolve_text_files(_field(data_cfg, "files"))
+    if source == "python_stdlib":
+        import sysconfig
+
+        root = sysconfig.get_paths()["stdlib"]
+        if not os.path.isdir(root):
+            raise ConfigError("data.source", f"python_stdlib: this interpreter has no {root}")
     if source == "tfds":
         name = _field(data_cfg, "tfds_name")
         if not isinstance(name, str) or not name:
@@ -237,6 +246,10 @@ def _prepared_builder(data_cfg: Any):
         )
     elif source == "tfds":
         builder = tfds_builder(data_cfg)
+    elif source == "python_stdlib":
+        from lexlm.data import code_corpus
+
+        builder = code_corpus.PythonStdlib(data_dir=data_dir)
     else:
         raise ConfigError("data.source", f"unknown {source!r}; allowed: {', '.join(SOURCES)}")
     if not builder.is_prepared():
