@@ -1,22 +1,30 @@
-"""Symbol tasks for the lexinvariant findings 3-4 (experiments/lexinv_symbols.py).
+"""Symbol tasks for the lexinvariant findings 3-4 (lexlm/data/symbol_tasks.py and
+experiments/lexinv_symbols*.py).
 
 Generators give the right answers and answer masks; the training mix never shows a held-out
 symbol, replaces rows at about the configured rate and resumes exactly from its state; the
-accuracy functions count argmax hits at answer positions only. No shared data is read: the
+accuracy functions count argmax hits at answer positions only; the command line's
+``--config.a.b=...`` overrides reach every run's config, and a bad value stops it with one line
+naming the field. No shared data is read: the
 natural text is a small in-memory corpus through the real grain pipeline.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from experiments import lexinv_symbols as ls
+from experiments import lexinv_symbols_eval as ev
+from experiments import lexinv_symbols_report as rep
+from lexlm.data import symbol_tasks as st
+from lexlm.errors import ConfigError
 from lexlm.text.tokenizers import EOS_ID, PAD_ID, CharTokenizer
 
-SEPS = ls.Separators(pair=3, lookup=5, copy=6, reverse=7)
+SEPS = st.Separators(pair=3, lookup=5, copy=6, reverse=7)
 SYMBOLS = np.arange(100, 116)
 
 DOCS = [
@@ -38,7 +46,7 @@ def answers(tokens, mask):
 def test_lookup_answer_is_the_value_paired_with_the_queried_key(seed):
     rng = np.random.default_rng(seed)
     n = 1 + seed % 6
-    tokens, mask = ls.lookup_task(rng, SYMBOLS, n, SEPS)
+    tokens, mask = st.lookup_task(rng, SYMBOLS, n, SEPS)
     assert tokens.dtype == np.int32 and mask.dtype == bool and tokens.shape == mask.shape
     assert len(tokens) == 3 * n + 2  # n pairs, n - 1 pair separators, query sep, key, value
     # Context: k v (sep k v)* ; then query separator, queried key, answer.
@@ -59,12 +67,12 @@ def test_lookup_answer_is_the_value_paired_with_the_queried_key(seed):
 def test_copy_and_reverse_answers_and_masks(seed):
     rng = np.random.default_rng(seed)
     n = 1 + seed % 8
-    tokens, mask = ls.copy_task(rng, SYMBOLS, n, SEPS)
+    tokens, mask = st.copy_task(rng, SYMBOLS, n, SEPS)
     s = tokens[:n]
     assert len(set(s.tolist())) == n and tokens[n] == SEPS.copy
     assert answers(tokens, mask).tolist() == s.tolist()
     assert np.flatnonzero(mask).tolist() == list(range(n, 2 * n))
-    tokens, mask = ls.reverse_task(rng, SYMBOLS, n, SEPS)
+    tokens, mask = st.reverse_task(rng, SYMBOLS, n, SEPS)
     s = tokens[:n]
     assert tokens[n] == SEPS.reverse
     assert answers(tokens, mask).tolist() == s[::-1].tolist()
@@ -73,12 +81,12 @@ def test_copy_and_reverse_answers_and_masks(seed):
 
 def test_too_few_symbols_is_an_error():
     with pytest.raises(ValueError, match="distinct symbols"):
-        ls.copy_task(np.random.default_rng(0), SYMBOLS[:3], 4, SEPS)
+        st.copy_task(np.random.default_rng(0), SYMBOLS[:3], 4, SEPS)
 
 
 def test_packed_rows_hold_whole_instances_and_their_answers():
     rng = np.random.default_rng(0)
-    rows = ls.task_rows(rng, SYMBOLS, seq_len=64, n_rows=16, seps=SEPS)
+    rows = st.task_rows(rng, SYMBOLS, seq_len=64, n_rows=16, seps=SEPS)
     assert rows["inputs"].shape == rows["answer"].shape == (16, 64)
     np.testing.assert_array_equal(rows["inputs"][:, 1:], rows["targets"][:, :-1])
     np.testing.assert_array_equal(rows["mask"], (rows["targets"] != PAD_ID).astype(np.float32))
@@ -94,7 +102,7 @@ def test_packed_rows_hold_whole_instances_and_their_answers():
     markers = np.array([SEPS.lookup, SEPS.copy, SEPS.reverse])
     kinds = np.stack([(rows["inputs"] == m).any(1) for m in markers], 1)
     assert (kinds.sum(1) == 1).all() and kinds.any(0).all()
-    one = ls.task_rows(rng, SYMBOLS, 64, 8, SEPS, tasks=("lookup",))
+    one = st.task_rows(rng, SYMBOLS, 64, 8, SEPS, tasks=("lookup",))
     per_row = one["answer"].sum(1)
     eos_per_row = (one["inputs"] == EOS_ID).sum(1)
     np.testing.assert_array_equal(per_row, eos_per_row - 1)  # one answer per lookup
@@ -102,7 +110,7 @@ def test_packed_rows_hold_whole_instances_and_their_answers():
 
 def test_layout_from_a_char_tokenizer():
     tok = CharTokenizer.build(DOCS)
-    layout = ls.make_layout(tok, 16)
+    layout = st.make_layout(tok, 16)
     v = tok.vocab_size
     assert layout.vocab_size == v + 16
     assert layout.train_ids == tuple(range(v, v + 8))
@@ -114,13 +122,13 @@ def test_layout_from_a_char_tokenizer():
         layout.separators.reverse,
         layout.separators.pair,
     ]
-    assert ls.SymbolLayout.from_json(json.loads(json.dumps(layout.to_json()))) == layout
+    assert st.SymbolLayout.from_json(json.loads(json.dumps(layout.to_json()))) == layout
     # Without the first choices the next candidates are taken, never one character twice.
     tok2 = CharTokenizer.build(["colons: and > and ( here"])
-    chars = ls.make_layout(tok2, 4).separator_chars
+    chars = st.make_layout(tok2, 4).separator_chars
     assert chars == {"pair": " ", "lookup": ":", "copy": ">", "reverse": "("}
     with pytest.raises(ValueError, match="separator"):
-        ls.make_layout(CharTokenizer.build(["abc"]), 4)
+        st.make_layout(CharTokenizer.build(["abc"]), 4)
 
 
 # ----------------------------------------------------------------------------- training mix
@@ -136,8 +144,8 @@ def natural_batches(tok, seed=0, batch_size=8, seq_len=32):
 
 def make_mix(prob=0.3, seed=7, batch_size=8, seq_len=32):
     tok = CharTokenizer.build(DOCS)
-    layout = ls.make_layout(tok, 16)
-    mix = ls.SymbolMix(
+    layout = st.make_layout(tok, 16)
+    mix = st.SymbolMix(
         natural_batches(tok, batch_size=batch_size, seq_len=seq_len),
         layout,
         seq_len,
@@ -200,7 +208,7 @@ def test_answer_accuracy_on_hand_made_logits():
     pred = np.array([[2, 0, 0, 5], [1, 1, 0, 1]])  # hits: (0,0), (0,3), (1,1); (0,2) ignored
     logits = np.full((2, 4, v), -1.0)
     np.put_along_axis(logits, pred[..., None], 3.0, axis=-1)
-    assert ls.answer_accuracy(logits, targets, answer) == (3, 4)
+    assert ev.answer_accuracy(logits, targets, answer) == (3, 4)
 
 
 def test_symbol_accuracy_pads_batches_and_counts_answers_only():
@@ -218,7 +226,7 @@ def test_symbol_accuracy_pads_batches_and_counts_answers_only():
     }
     import jax
 
-    acc = ls.symbol_accuracy(fake_correct, rows, jax.random.key(0), draws=2, batch_size=2)
+    acc = ev.symbol_accuracy(fake_correct, rows, jax.random.key(0), draws=2, batch_size=2)
     # Answer positions: (0,0) miss, (0,1) hit, (1,0) hit, (1,1) miss, (2,1) miss -> 2 / 5.
     assert acc == pytest.approx(2 / 5)
     assert calls == [(2, 2)] * 4  # the last batch is padded to the batch size
@@ -226,21 +234,22 @@ def test_symbol_accuracy_pads_batches_and_counts_answers_only():
 
 def test_correct_function_matches_answer_accuracy_on_a_tiny_model():
     import jax
+    import jax.numpy as jnp
 
     from lexlm.nn import LMConfig, TransformerLM
 
     cfg = LMConfig(vocab_size=24, width=16, depth=1, heads=2, max_len=16, embedding="semi")
     model = TransformerLM(cfg)
     tokens = np.random.default_rng(0).integers(3, 24, (3, 16)).astype(np.int32)
-    params = model.init(jax.random.key(0), tokens)["params"]
+    params = model.init(jax.random.key(0), jnp.asarray(tokens))["params"]  # a jax.Array
     targets = np.roll(tokens, -1, axis=1)
     answer = np.random.default_rng(1).random((3, 16)) < 0.5
     logits = jax.jit(lambda p, t: model.apply({"params": p}, t, method="logits"))(params, tokens)
-    want = ls.answer_accuracy(logits, targets, answer)
-    got = ls.correct_function(model, params)(tokens, targets, answer, jax.random.key(0))
+    want = ev.answer_accuracy(logits, targets, answer)
+    got = ev.correct_function(model, params)(tokens, targets, answer, jax.random.key(0))
     assert (int(got[0]), int(got[1])) == want
     # Random rows for some ids change the predictions but not the count of answer positions.
-    rnd = ls.correct_function(model, params, random_ids=np.arange(12, 24))
+    rnd = ev.correct_function(model, params, random_ids=np.arange(12, 24))
     assert int(rnd(tokens, targets, answer, jax.random.key(0))[1]) == want[1]
 
 
@@ -252,30 +261,32 @@ def test_context_guess_is_one_over_the_distinct_symbols_seen():
         ),
     }
     # Row 0: two distinct symbols seen at positions 3 and 4; row 1: one symbol seen.
-    assert ls.context_guess_accuracy(rows, SYMBOLS) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert ev.context_guess_accuracy(rows, SYMBOLS) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+
+
+def fake_result(emb, p, acc, ppl):
+    """What ``evaluate_symbol_run`` returns, with every accuracy ``acc``."""
+    per = {t: acc for t in st.TASKS} | {"mean": acc}
+    symbols = {"heldout": per, "train": per, "context_guess": {"heldout": per, "train": per}}
+    if emb != "lexinvariant":
+        symbols["heldout_random_rows"] = per
+    layout = {
+        "n_symbols": 16,
+        "text_vocab": 40,
+        "separator_chars": {"pair": " ", "lookup": "|", "copy": "=", "reverse": "<"},
+    }
+    test = {"loss": float(np.log(ppl)), "perplexity": ppl}
+    return {"embedding": emb, "semi_p": p, "symbols": symbols, "test": test, "layout": layout}
 
 
 def fake_findings():
-    def run(emb, p, acc, ppl):
-        per = {t: acc for t in ls.TASKS} | {"mean": acc}
-        symbols = {"heldout": per, "train": per, "context_guess": {"heldout": per, "train": per}}
-        if emb != "lexinvariant":
-            symbols["heldout_random_rows"] = per
-        layout = {
-            "n_symbols": 16,
-            "text_vocab": 40,
-            "separator_chars": {"pair": " ", "lookup": "|", "copy": "=", "reverse": "<"},
-        }
-        test = {"loss": float(np.log(ppl)), "perplexity": ppl}
-        return {"embedding": emb, "semi_p": p, "symbols": symbols, "test": test, "layout": layout}
-
     runs = {
-        "standard": run("learned", 0.0, 0.0, 5.0),
-        "lexinvariant": run("lexinvariant", 0, 0.4, 9),
+        "standard": fake_result("learned", 0.0, 0.0, 5.0),
+        "lexinvariant": fake_result("lexinvariant", 0, 0.4, 9),
     }
     for p in (0.1, 0.2, 0.5):
-        runs[f"semi_p{p:g}"] = run("semi", p, p / 2, 5 + p)
-    return {"runs": runs, "tasks": list(ls.TASKS), "timing_s": {"total": 12.0}}
+        runs[f"semi_p{p:g}"] = fake_result("semi", p, p / 2, 5 + p)
+    return {"runs": runs, "tasks": list(st.TASKS), "timing_s": {"total": 12.0}}
 
 
 def test_report_section_and_plot(tmp_path):
@@ -284,5 +295,185 @@ def test_report_section_and_plot(tmp_path):
     assert "### Finding 3" in text and "### Finding 4" in text
     assert "| lexinvariant | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 |" in text
     assert "| 0.5 | " in text and "unbounded" in text
-    ls.plot_sweep(f, tmp_path / "sweep.png")
+    rep.plot_sweep(f, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- config and CLI
+
+
+def test_run_config_sets_the_embedding_per_run_on_a_locked_config():
+    c = ls.get_config("tiny")
+    c.lock()  # as config_flags hands it over
+    cfg = ls.run_config(c, "semi", 0.2)
+    assert (cfg.model.embedding, cfg.model.semi_p) == ("semi", 0.2)
+    assert cfg.experiment == "lexinv_symbols"
+    assert cfg.symbols.to_dict() == {
+        "n_symbols": 64,
+        "mix_prob": 0.1,
+        "tasks": st.TASKS,
+        "lengths": st.DEFAULT_LENGTHS,
+    }
+    assert (c.base.model.embedding, c.base.model.semi_p) == ("learned", 0.0)
+    assert "symbols" not in c.base
+    names = ["standard", "lexinvariant", "semi_p0.1", "semi_p0.2", "semi_p0.5"]
+    assert list(ls.run_specs(c)) == names
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error_field"),
+    [
+        ("n_symbols", 7, "n_symbols"),
+        # 4 symbols per set, but a lookup of up to 6 pairs takes 12 distinct symbols.
+        ("n_symbols", 8, "lengths.lookup"),
+        ("mix_prob", 1.5, "mix_prob"),
+        ("tasks", ("copy", "sort"), "tasks"),
+        ("lengths.copy", (0, 3), "lengths.copy"),
+        ("lengths.lookup", (2, 40), "lengths.lookup"),
+        ("semi_ps", (0.1, 0.1), "semi_ps"),
+        ("semi_ps", (0.0,), "semi_ps"),
+        ("eval_draws", 0, "eval_draws"),
+        ("base.model.embedding", "lexinvariant", "base.model.embedding"),
+        ("base.model.semi_p", 0.2, "base.model.semi_p"),
+        ("base.model.heads", 5, "base.model.heads"),
+        ("base.train.steps", 0, "base.train.steps"),
+        ("base.data.source", "web", "base.data.source"),
+    ],
+)
+def test_validate_config_names_the_field(field, value, error_field):
+    c = ls.get_config("tiny")
+    ls.validate_config(c)
+    *parents, leaf = field.split(".")
+    node = c
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
+    with pytest.raises(ConfigError) as info:
+        ls.validate_config(c)
+    assert info.value.field == error_field
+    assert str(info.value).startswith(f"{error_field}: ")
+
+
+def test_a_run_keeps_its_symbol_layout_and_refuses_another(tmp_path):
+    import ml_collections
+
+    tok = CharTokenizer.build(DOCS)
+    cfg = ml_collections.ConfigDict({"symbols": {"n_symbols": 16}})
+    first = ls.layout_for(cfg, tok, tmp_path)
+    saved = (tmp_path / ev.LAYOUT_FILE).read_text()
+    assert ls.layout_for(cfg, tok, tmp_path) == first == st.make_layout(tok, 16)
+    cfg.symbols.n_symbols = 8
+    with pytest.raises(ConfigError, match=r"^n_symbols: .* trained with 16, got 8"):
+        ls.layout_for(cfg, tok, tmp_path)
+    assert (tmp_path / ev.LAYOUT_FILE).read_text() == saved
+
+
+# Runs the real command line with training and checkpoint evaluation replaced by fakes: each
+# fake run saves the config it received, so the test sees what the overrides reached.
+CLI_WITH_FAKE_RUNS = """
+import json, sys, types
+from pathlib import Path
+
+sys.path.insert(0, "tests")
+from experiments import lexinv_symbols as ls
+from test_lexinv_symbols import fake_result
+
+
+def train(cfg, workdir):
+    Path(workdir).mkdir(parents=True)
+    (Path(workdir) / "config.json").write_text(cfg.to_json())
+    return types.SimpleNamespace(stopped_by="steps", final_step=int(cfg.train.steps))
+
+
+def evaluate(c, workdir):
+    cfg = json.loads((Path(workdir) / "config.json").read_text())
+    return fake_result(cfg["model"]["embedding"], cfg["model"]["semi_p"], 0.1, 5.0)
+
+
+ls.train_symbol_run, ls.evaluate_symbol_run = train, evaluate
+ls.main()
+"""
+
+
+def _cli(args, fake_runs: bool):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = ["-c", CLI_WITH_FAKE_RUNS] if fake_runs else ["-m", "experiments.lexinv_symbols"]
+    return subprocess.run(
+        [sys.executable, *command, *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_command_line_overrides_reach_every_run(tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("Some human text.\n\nAnother paragraph of it.\n")
+    out = tmp_path / "out"
+    proc = _cli(
+        [
+            "--config",
+            "experiments/lexinv_symbols.py:tiny",
+            "--out",
+            str(out),
+            "--config.base.train.steps=3",
+            "--config.base.data.source=files",
+            f"--config.base.data.files={text}",
+            "--config.mix_prob=0.3",
+            "--config.lengths.copy=(2,3)",
+            "--config.semi_ps=(0.25,)",
+        ],
+        fake_runs=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["symbols_lexinvariant", "symbols_semi_p0.25", "symbols_standard"]
+    expected_model = {
+        "symbols_standard": ("learned", 0.0),
+        "symbols_lexinvariant": ("lexinvariant", 0.0),
+        "symbols_semi_p0.25": ("semi", 0.25),
+    }
+    for name in runs:
+        cfg = json.loads((out / "runs" / name / "config.json").read_text())
+        assert cfg["train"]["steps"] == 3
+        assert cfg["train"]["batch_size"] == 32  # not overridden: the tiny default
+        assert cfg["data"]["source"] == "files"
+        assert cfg["data"]["files"] == [str(text)]
+        assert (cfg["model"]["embedding"], cfg["model"]["semi_p"]) == expected_model[name]
+        assert cfg["symbols"]["mix_prob"] == 0.3
+        assert cfg["symbols"]["lengths"] == {"lookup": [2, 6], "copy": [2, 3], "reverse": [2, 8]}
+    findings = json.loads((out / "lexinv_symbols.json").read_text())
+    assert findings["config"]["base"]["train"]["steps"] == 3
+    assert findings["semi_ps"] == [0.0, 0.25]
+    section = (out / "lexinv_symbols.md").read_text()
+    assert "| 0.25 | " in section and section in proc.stdout
+    assert (out / "lexinv_symbols_sweep.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--config.n_symbols=5"], r"n_symbols: must be even and >= 4, got 5"),
+        (
+            ["--config.base.data.source=files", "--config.base.data.files=/no/such/file.txt"],
+            r"base\.data\.files: no such file",
+        ),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_field_before_anything_runs(
+    tmp_path, overrides, message
+):
+    out = tmp_path / "out"
+    args = ["--config=experiments/lexinv_symbols.py:tiny", f"--out={out}", *overrides]
+    proc = _cli(args, fake_runs=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert re.match(rf"^error: {message}", last), proc.stderr
+    assert not (out / "runs").exists()  # nothing was trained
