@@ -42,6 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
             semi_p=0.0,
             vocab_chunk=8192,
             remat=False,
+            logit_scale="auto",
+            final_ln_bias=True,
+            positions="learned",
+            position_std=0.02,
+            qkv_std=0.02,
+            smear_keys=False,
         )
     )
     c.train = default_train_config()

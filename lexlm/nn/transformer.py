@@ -7,6 +7,18 @@ between them is where the [V, D] table comes from:
 * ``'lexinvariant'``: a fresh Gaussian table per sequence (``lexlm.nn.lexinvariant``);
 * ``'semi'``: E with a random [B, V] subset of rows replaced by random ones (probability p).
 
+Escaping the readout trap (random rows). At initialisation the residual stream at t is
+essentially the current token's own row g (norm 1; learned positions add ~0.23), and the final
+LayerNorm scales it to norm sqrt(D), so the tied readout h . g_v scores the current token
+about sqrt(D) above every other type: the model starts out predicting "next = current" with
+p ~ 0.99, and a standard-init lexinvariant LM first spends its steps shrinking the final
+LayerNorm towards a uniform output where gradients are small. ``logit_scale='learned'`` (the
+default for ``'lexinvariant'`` and ``'semi'`` through ``'auto'``) multiplies the final hidden
+state by a learned scalar initialised at 1/sqrt(D), so training starts from a near-uniform
+prediction at ln V. The README's ablation measures it together with the other options here
+(``final_ln_bias``, ``positions='rope'``, ``position_std``, ``qkv_std``, ``smear_keys``,
+and ``train.no_decay``), each type-agnostic, so every one keeps the LM lexinvariant.
+
 Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``kv``, ``vocab``)
 that ``lexlm.train.sharding`` maps onto the mesh.
 """
@@ -25,6 +37,8 @@ from lexlm.nn import lexinvariant as lexinv
 from lexlm.nn.attention import dot_product_attention
 
 EMBEDDINGS = ("learned", "lexinvariant", "semi")
+POSITIONS = ("learned", "rope")
+LOGIT_SCALES = ("auto", "none", "learned")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -42,6 +56,15 @@ class LMConfig:
     semi_p: float = 0.0
     vocab_chunk: int = 8192  # output-layer vocabulary chunk (see lexinvariant.chunked_tied_nll)
     remat: bool = False
+    # Readout and position options (see the module docstring, "Escaping the readout trap").
+    # 'auto' (learned for lexinvariant and semi, none for learned) | 'none' | 'learned': a
+    # learned scalar on the final hidden state, initialised at 1/sqrt(D)
+    logit_scale: str = "auto"
+    final_ln_bias: bool = True
+    positions: str = "learned"  # 'learned' table added to the input | 'rope' on queries/keys
+    position_std: float = 0.02  # init std of the learned position table
+    qkv_std: float = 0.02  # init std of the query/key/value projection
+    smear_keys: bool = False  # k_t <- (1 - a_h) k_t + a_h k_{t-1}, a learned gate per head
 
     def __post_init__(self):
         if self.embedding not in EMBEDDINGS:
@@ -52,6 +75,23 @@ class LMConfig:
             raise ValueError(f"model.heads: width {self.width} is not divisible by {self.heads}")
         if not 0.0 <= self.semi_p <= 1.0:
             raise ValueError(f"model.semi_p: {self.semi_p} is not a probability")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"model.positions: {self.positions!r} is not one of {POSITIONS}")
+        if self.logit_scale not in LOGIT_SCALES:
+            raise ValueError(
+                f"model.logit_scale: {self.logit_scale!r} is not one of {LOGIT_SCALES}"
+            )
+        if self.positions == "rope" and (self.width // self.heads) % 2:
+            head = self.width // self.heads
+            raise ValueError(f"model.positions: 'rope' needs an even head width, got {head}")
+        if self.position_std < 0:
+            raise ValueError(f"model.position_std: must be >= 0, got {self.position_std}")
+
+    @property
+    def learned_logit_scale(self) -> bool:
+        if self.logit_scale == "auto":
+            return self.embedding != "learned"
+        return self.logit_scale == "learned"
 
     @property
     def compute_dtype(self):
@@ -61,7 +101,9 @@ class LMConfig:
         d, f = self.width, self.width * self.mlp_ratio
         per_block = 4 * d * d + 2 * d * f + 4 * d + f + d + 2 * 2 * d  # attn, mlp, biases, LNs
         table = self.vocab_size * d if self.embedding != "lexinvariant" else 0
-        return table + self.max_len * d + self.depth * per_block + 2 * d
+        positions = self.max_len * d if self.positions == "learned" else 0
+        final_ln = 2 * d if self.final_ln_bias else d
+        return table + positions + self.depth * per_block + final_ln + self.learned_logit_scale
 
 
 class Projection(nn.Module):
@@ -99,13 +141,44 @@ class Projection(nn.Module):
         return y + bias.astype(self.dtype)
 
 
-def _layer_norm(name, dtype):
+def _layer_norm(name, dtype, use_bias: bool = True):
     return nn.LayerNorm(
         dtype=dtype,
+        use_bias=use_bias,
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
         name=name,
     )
+
+
+def rotary(x: Float[Array, "B T H K"], positions: Int[Array, " T"]) -> Float[Array, "B T H K"]:
+    """Rotary position embedding (Su et al., 2021) on the last axis, pairs (i, i + K/2).
+
+    Attention scores between rotated queries and keys depend on positions only through their
+    difference, so a "look at the previous token" head is one fixed rotation, whatever t is.
+    """
+    half = x.shape[-1] // 2
+    freqs = 10_000.0 ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = positions.astype(jnp.float32)[:, None] * freqs[None, :]  # [T, K/2]
+    cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def smear_keys(k: Float[Array, "B T H K"], gate: Float[Array, " H"]) -> Float[Array, "B T H K"]:
+    """Smeared keys (Olsson et al., 2022, "In-context Learning and Induction Heads", section
+    on architectural variants): each key mixes in its predecessor's, k_t <- (1 - a) k_t +
+    a k_{t-1} with a per-head gate a in (0, 1) (k_0 mixes with zeros).
+
+    A query matching the key at s then also matches token s - 1, so one layer can implement
+    an induction head ("find where the current token occurred before, copy what followed")
+    that otherwise needs a previous-token head in an earlier layer. It is type-agnostic, so a
+    lexinvariant LM stays lexinvariant.
+    """
+    prev = jnp.pad(k, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+    a = gate[None, None, :, None]
+    return (1 - a) * k + a * prev
 
 
 class Block(nn.Module):
@@ -118,8 +191,20 @@ class Block(nn.Module):
         out_std = 0.02 / math.sqrt(2 * cfg.depth)
         y = _layer_norm("ln_attn", dt)(x)
         d = cfg.width
-        qkv = Projection((d,), (3, h, k), ("embed", "qkv", "heads", "kv"), 0.02, dt, name="qkv")(y)
+        qkv = Projection(
+            (d,), (3, h, k), ("embed", "qkv", "heads", "kv"), cfg.qkv_std, dt, name="qkv"
+        )(y)
         q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if cfg.smear_keys:
+            gate = self.param(
+                "smear", nn.with_logical_partitioning(nn.initializers.zeros, ("heads",)), (h,)
+            )
+            kk = smear_keys(kk, jax.nn.sigmoid(gate).astype(kk.dtype))
+        if cfg.positions == "rope":
+            pos = jnp.arange(x.shape[1])
+            q, kk = rotary(q, pos), rotary(kk, pos)
+        # Kept only when a caller asks for intermediates (attention-pattern analysis).
+        self.sow("intermediates", "queries_keys", (q, kk))
         y = dot_product_attention(q, kk, v, causal=True, impl=cfg.attention)
         y = Projection((h, k), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
         x = x + y
@@ -153,15 +238,27 @@ class TransformerLM(nn.Module):
                 (cfg.vocab_size, cfg.width),
                 jnp.float32,
             )
-        self.positions = self.param(
-            "positions",
-            nn.with_logical_partitioning(nn.initializers.normal(0.02), (None, "embed")),
-            (cfg.max_len, cfg.width),
-            jnp.float32,
-        )
+        if cfg.positions == "learned":
+            self.positions = self.param(
+                "positions",
+                nn.with_logical_partitioning(
+                    nn.initializers.normal(cfg.position_std), (None, "embed")
+                ),
+                (cfg.max_len, cfg.width),
+                jnp.float32,
+            )
         block = nn.remat(Block) if cfg.remat else Block
         self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.depth)]
-        self.ln_final = _layer_norm("ln_final", cfg.compute_dtype)
+        self.ln_final = _layer_norm("ln_final", cfg.compute_dtype, cfg.final_ln_bias)
+        if cfg.learned_logit_scale:
+            self.logit_scale = self.param(
+                "logit_scale",
+                nn.with_logical_partitioning(
+                    nn.initializers.constant(1.0 / math.sqrt(cfg.width)), ()
+                ),
+                (),
+                jnp.float32,
+            )
 
     def _rows_fn(self, seq_keys, table, semi_mask):
         """Returns rows_fn(ids) giving output/input rows for the embedding mode."""
@@ -198,11 +295,15 @@ class TransformerLM(nn.Module):
             x = jnp.take_along_axis(table, tokens[..., None], axis=1).astype(cfg.compute_dtype)
         else:
             x = rows_fn(tokens)
-        x = x + self.positions[None, : tokens.shape[1]].astype(cfg.compute_dtype)
+        if cfg.positions == "learned":
+            x = x + self.positions[None, : tokens.shape[1]].astype(cfg.compute_dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         for block in self.blocks:
             x = block(x)
-        return self.ln_final(x)
+        h = self.ln_final(x)
+        if cfg.learned_logit_scale:
+            h = h * self.logit_scale.astype(h.dtype)
+        return h
 
     def nll(
         self,

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import jax
 import jax.numpy as jnp
@@ -61,6 +61,10 @@ class Task:
     name: str = "task"
 
 
+# The annotations describe a live state. jax rebuilds a pytree dataclass through ``__init__``
+# after every tree map, with whatever leaves the map made (shardings and ``ShapeDtypeStruct``s in
+# ``StateFns``, ``None`` inside jit and orbax), so the runtime checker must not check them.
+@no_type_check
 class TrainState(struct.PyTreeNode):
     step: jax.Array
     params: Any
@@ -77,6 +81,7 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.b1 = 0.9
     c.b2 = 0.95
     c.weight_decay = 0.1
+    c.no_decay = ()  # parameter names exempt from weight decay (besides vectors and scalars)
     c.clip_norm = 1.0
     c.seed = 0
     c.mesh = (-1, 1, 1)  # (data, fsdp, tensor); one -1 is filled from the device count

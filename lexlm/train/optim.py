@@ -17,14 +17,21 @@ def learning_rate_schedule(cfg) -> optax.Schedule:
     )
 
 
-def decay_mask(params):
-    """Weight decay on matrices only: no decay on biases, LayerNorm scales and offsets."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+def decay_mask(params, no_decay: tuple[str, ...] = ()):
+    """Weight decay on matrices only: no decay on biases, LayerNorm scales and offsets, nor on
+    any parameter whose path names one of ``no_decay`` (e.g. ``'positions'``: decaying a
+    position table pulls the only positional signal of a lexinvariant LM toward zero)."""
+
+    def decays(path, p):
+        names = {getattr(k, "key", getattr(k, "name", None)) for k in path}
+        return p.ndim >= 2 and not names.intersection(no_decay)
+
+    return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def make_optimizer(cfg) -> optax.GradientTransformation:
     """``cfg``: the ``train`` section (lr, warmup_steps, steps, final_lr_fraction, b1, b2,
-    weight_decay, clip_norm)."""
+    weight_decay, no_decay, clip_norm)."""
     return optax.chain(
         optax.clip_by_global_norm(float(cfg.clip_norm)),
         optax.adamw(
@@ -32,6 +39,6 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
             b1=float(cfg.b1),
             b2=float(cfg.b2),
             weight_decay=float(cfg.weight_decay),
-            mask=decay_mask,
+            mask=lambda params: decay_mask(params, tuple(cfg.get("no_decay", ()))),
         ),
     )
