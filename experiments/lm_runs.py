@@ -89,6 +89,11 @@ def train_run(cfg, workdir: str | Path, hooks=(), *, vocab_size: int | None = No
     workdir = Path(workdir)
     validate(cfg)
     save_config(cfg, workdir)
+    if cfg.data.source == "python_stdlib":  # record the interpreter and files trained on
+        from lexlm.data import python_stdlib_manifest
+
+        manifest = json.dumps(python_stdlib_manifest(cfg.data), indent=1)
+        (workdir / "corpus_manifest.json").write_text(manifest)
     tok = tokenizer_for(cfg, workdir)
     model_cfg = lm_config(cfg, vocab_size or tok.vocab_size)
     per_host_batch = int(cfg.train.batch_size) // jax.process_count()

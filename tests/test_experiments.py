@@ -3,24 +3,23 @@
 import pytest
 
 from experiments import lexinv_symbols, lexinvariant, lm
-from experiments.lm_runs import validate
+from experiments.lm_runs import lm_config, validate
 from lexlm.errors import ConfigError
 
 
-@pytest.mark.parametrize(
-    "module,arg",
-    [
-        (lm, "tiny"),
-        (lm, "150m"),
-        (lexinvariant, "tiny"),
-        (lexinvariant, "small"),
-        (lexinvariant, "paper"),
-        (lexinv_symbols, "tiny"),
-        (lexinv_symbols, "paper"),
-    ],
-)
-def test_configs_build(module, arg):
-    assert module.get_config(arg) is not None
+def paper_size(cfg, vocab_size):
+    return lm_config(cfg, vocab_size).param_count()
+
+
+def test_paper_configs_are_the_paper_sized_models():
+    assert 1.2e8 < paper_size(lm.get_config("150m"), 32000) < 2.2e8
+    c = lexinvariant.get_config("paper")
+    for unit, vocab in (("char", 130), ("subword", 32000)):
+        for emb in ("learned", "lexinvariant"):
+            cfg = lexinvariant.run_config(c, unit, emb)
+            assert cfg.seq_len == 512 and cfg.data.tfds_name == "wiki40b/en"
+            assert 0.9e8 < paper_size(cfg, vocab) < 2.2e8, (unit, emb)
+    assert lexinvariant.run_config(c, "subword", "learned").data.vocab_size == 32000
 
 
 @pytest.mark.parametrize("module", [lm, lexinvariant, lexinv_symbols])
@@ -29,12 +28,24 @@ def test_unknown_config_names_the_file(module):
         module.get_config("nope")
 
 
-def test_tiny_configs_validate():
+@pytest.mark.parametrize("arg", ["tiny", "small"])
+def test_lexinvariant_cpu_configs_validate(arg):
     validate(lm.get_config("tiny"))
-    c = lexinvariant.get_config("tiny")
-    for unit in c.units:
-        for emb in ("learned", "lexinvariant"):
-            validate(lexinvariant.run_config(c, unit, emb))
+    lexinvariant.validate_experiment(lexinvariant.get_config(arg))
+
+
+def test_lexinvariant_runs_take_their_corpus_and_the_readout_fix():
+    c = lexinvariant.get_config("small")
+    code = lexinvariant.run_config(c, "char", "lexinvariant", "code")
+    assert code.data.source == "python_stdlib"
+    assert code.seq_len == 512
+    assert lm_config(code, 83).learned_logit_scale
+    prose_std = lexinvariant.run_config(c, "char", "learned", "prose")
+    assert prose_std.data.source == "default"
+    assert not lm_config(prose_std, 83).learned_logit_scale  # the standard LM: plain readout
+    assert lexinvariant.run_name("code", "char", "learned") == "learned_code_char"
+    with pytest.raises(ValueError, match="corpora"):
+        lexinvariant.run_config(c, "char", "learned", "poetry")
 
 
 def test_main_job_may_reuse_the_baseline_as_the_standard_char_lm():

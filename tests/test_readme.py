@@ -1,7 +1,10 @@
 """The README's Python example runs as written."""
 
+import math
 import re
 from pathlib import Path
+
+import numpy as np
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -11,4 +14,10 @@ def test_readme_python_example_runs():
     assert blocks, "README has no python example"
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["nll"].shape == (2, 128)
+    nll, inputs, targets = (np.asarray(namespace[k]) for k in ("nll", "inputs", "targets"))
+    assert nll.shape == (2, 128)
+    # Targets are the inputs shifted by one: the example scores next-token prediction.
+    np.testing.assert_array_equal(targets[:, :-1], inputs[:, 1:])
+    # At initialisation the readout fix makes the prediction near uniform over 32000 types
+    # (without it the tied random readout is far from uniform: the current-token trap).
+    assert abs(nll.mean() - math.log(32000)) < 0.1

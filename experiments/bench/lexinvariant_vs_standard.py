@@ -5,10 +5,11 @@
     python -m experiments.bench.lexinvariant_vs_standard --size paper --memory --no-time
 
 Both models have the same shape; they differ only in where the tied [V, D] table comes from
-(learned, or drawn per sequence: ``lexlm.nn.lexinvariant``). Time: both train steps are compiled
+(learned, or drawn per sequence: ``lexlm.nn.lexinvariant``) and in the lexinvariant readout
+fix, a learned logit scale (``LMConfig.logit_scale='auto'``), which both use as in training. Time: both train steps are compiled
 and run in one process, in rounds ordered A B, B A, A B, ... so that machine drift and
 contention hit both alike; the figure is median(lexinvariant) / median(standard) over all timed
-steps (target <= 1.15x), with the median of per-round ratios as a check.
+steps (target <= 1.1x), with the median of per-round ratios as a check.
 
 Memory (``--memory``): the full train step (forward, backward, AdamW update) of both models at
 V=32000, width 1024, 12 layers, 16 heads, batch 8, context 1024 is lowered and compiled, never
@@ -119,9 +120,9 @@ def time_both(args, mesh, peak) -> dict:
         out.setdefault("mfu", {})[LABEL[emb]] = None if util is None else round(util, 5)
     ratio = statistics.median(times["lexinvariant"]) / statistics.median(times["learned"])
     per_round = statistics.median(round_ratios)
-    verdict = "ok" if ratio <= 1.15 else "ABOVE target"
+    verdict = "ok" if ratio <= 1.1 else "ABOVE target"
     print(
-        f"step-time ratio lexinvariant/standard: {ratio:.3f}x (target <= 1.15x: {verdict}); "
+        f"step-time ratio lexinvariant/standard: {ratio:.3f}x (target <= 1.1x: {verdict}); "
         f"median of per-round ratios {per_round:.3f}x; rounds "
         + ", ".join(f"{x:.3f}" for x in round_ratios)
     )

@@ -1,0 +1,273 @@
+"""The lexinvariant findings, computed from trained runs (Huang et al., NeurIPS 2023).
+
+Each function takes restored models or their evaluation files and returns plain dicts that the
+report section (``experiments.lexinvariant_report``) formats:
+
+* ``position_table``: finding 1, loss by position bucket, the lexinvariant / standard perplexity
+  ratio and the no-training references of ``lexlm.eval.in_context``.
+* ``mechanism_check``: the loss on the second copy of a repeated real span against the first.
+* ``cipher_table``: finding 2, loss on plain vs enciphered text over paired draws.
+* ``decipher_probe``: finding 2's probe, a softmax probe from hidden states to the plaintext id
+  of the current token, trained under some ciphers on one split and tested under disjoint
+  ciphers on another split, so neither the cipher nor the text is shared.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.lm_runs import eval_windows, nll_function, restore_lm
+from lexlm.eval import accumulate_nll
+from lexlm.eval import in_context as ic
+from lexlm.eval.probe import accuracy_by_position, fit_softmax_probe
+
+SPECIAL_IDS = 3  # pad, eos, unk keep their ids under a cipher
+MAX_REFERENCE_VOCAB = 4096
+
+
+# ----------------------------------------------------------------------------- finding 1
+
+
+def position_table(std: list, lex: list, buckets, references: dict | None = None) -> list[dict]:
+    """Rows per position bucket: mean standard and lexinvariant loss, their perplexity ratio
+    exp(lex - std), and the mean of every per-position reference curve in ``references``.
+
+    ``std`` / ``lex``: per-position losses [T] (index 0 = position 1); every position lands in
+    exactly one bucket (``lexlm.eval.in_context.bucket_ranges``).
+    """
+    s, x = np.asarray(std, np.float64), np.asarray(lex, np.float64)
+    if s.shape != x.shape:
+        raise ValueError(f"position_table: {s.shape} standard vs {x.shape} lexinvariant losses")
+    ranges = ic.bucket_ranges(buckets, len(s))
+    refs = {k: ic.bucket_means(v, ranges) for k, v in (references or {}).items()}
+    rows = []
+    for i, (ls, lx) in enumerate(zip(ic.bucket_means(s, ranges), ic.bucket_means(x, ranges))):
+        lo, hi = ranges[i]
+        row = {"positions": f"{lo}-{hi}", "standard": ls, "lexinvariant": lx}
+        row["ppl_ratio"] = math.exp(lx - ls)
+        row.update({k: v[i] for k, v in refs.items()})
+        rows.append(row)
+    return rows
+
+
+def references(test: dict, validation: dict, vocab_size: int, widths) -> dict[str, np.ndarray]:
+    """The no-training reference curves of finding 1 on the ``test`` windows: the in-context
+    count model; the bag-of-tokens readout (scale chosen on ``validation``) with exact rows and
+    with random rows of each width in ``widths``; and the count model's log-probabilities read
+    out through random rows of each width (the crosstalk of a superposed log-unigram).
+
+    The random-row references build a [V, V] Gram matrix per window, so they are skipped for
+    vocabularies above ``MAX_REFERENCE_VOCAB``."""
+    out = {"in_context_unigram": ic.in_context_unigram_nll(test, vocab_size)}
+    if vocab_size > MAX_REFERENCE_VOCAB:
+        return out
+    beta = ic.best_bag_scale(validation, vocab_size, None)
+    out["bag_of_tokens"] = ic.bag_of_tokens_nll(test, vocab_size, beta)
+    for d in widths:
+        d = int(d)
+        beta_d = ic.best_bag_scale(validation, vocab_size, d)
+        out[f"bag_of_tokens_d{d}"] = ic.bag_of_tokens_nll(test, vocab_size, beta_d, d)
+        out[f"unigram_readout_d{d}"] = ic.random_readout_unigram_nll(test, vocab_size, d)
+    return out
+
+
+# ----------------------------------------------------------------------------- mechanism
+
+
+def mechanism_check(workdir, span: int, max_windows: int, draws: int, split: str = "test"):
+    """Loss on the first and second copy of repeated real spans (``lexlm.eval.in_context``)."""
+    model, params, tok, cfg, _ = restore_lm(workdir)
+    windows = eval_windows(cfg, tok, split, max_windows)
+    rep = ic.repeated_span_windows(windows, span)
+    bs = int(cfg.eval.batch_size)
+    draws = draws if model.cfg.embedding != "learned" else 1
+    sums = accumulate_nll(nll_function(model, params), rep, bs, jax.random.key(7), draws)
+    per_pos = sums.by_position / np.maximum(sums.count_by_position, 1.0)
+    out = ic.copy_gain(per_pos, span)
+    out.update(span=span, windows=int(rep["inputs"].shape[0]))
+    return out
+
+
+def attention_patterns(workdir, windows_n: int = 16, split: str = "validation") -> dict:
+    """Per layer and head: attention mass on self / previous / same-token-earlier / induction
+    positions (``lexlm.eval.attention_stats``) on real windows, with one random-table draw."""
+    from lexlm.eval.attention_stats import attention_pattern_stats
+    from lexlm.train.lm_task import embedding_inputs
+
+    model, params, tok, cfg, _ = restore_lm(workdir)
+    x = eval_windows(cfg, tok, split, windows_n)["inputs"]
+    extra = embedding_inputs(model.cfg, jax.random.key(0), x.shape[0], train=False)
+    _, state = model.apply(
+        {"params": params},
+        jnp.asarray(x),
+        capture_intermediates=False,
+        mutable=["intermediates"],
+        **extra,
+    )
+    t_len = x.shape[1]
+    causal = jnp.tril(jnp.ones((t_len, t_len), bool))
+    out = {}
+    for i in range(model.cfg.depth):
+        q, k = state["intermediates"][f"block_{i}"]["queries_keys"][0]
+        scores = jnp.einsum("bthk,bshk->bhts", q, k) / np.sqrt(q.shape[-1])
+        weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
+        out[f"block_{i}"] = attention_pattern_stats(np.asarray(weights), x)
+    return out
+
+
+# ----------------------------------------------------------------------------- finding 2
+
+
+def random_cipher(key: jax.Array, vocab_size: int) -> np.ndarray:
+    """A random bijection of the vocabulary that fixes the special ids (pad, eos, unk)."""
+    perm = np.asarray(jax.random.permutation(key, vocab_size - SPECIAL_IDS)) + SPECIAL_IDS
+    return np.concatenate([np.arange(SPECIAL_IDS), perm]).astype(np.int32)
+
+
+def encipher(windows: dict, cipher: np.ndarray) -> dict:
+    out = dict(windows)
+    out["inputs"] = cipher[windows["inputs"]]
+    out["targets"] = cipher[windows["targets"]]
+    return out
+
+
+def paired_difference(plain, ciphered) -> dict:
+    """Mean plain and cipher loss and the mean paired difference with its standard error."""
+    plain, ciphered = np.asarray(plain, np.float64), np.asarray(ciphered, np.float64)
+    diff = ciphered - plain
+    se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return {
+        "plain_loss": float(plain.mean()),
+        "cipher_loss": float(ciphered.mean()),
+        "diff": float(diff.mean()),
+        "diff_se": se,
+        "draws": len(diff),
+    }
+
+
+def mean_loss(nll_fn, windows, batch_size: int, key) -> float:
+    sums = accumulate_nll(nll_fn, windows, batch_size, key, draws=1)
+    return sums.total_nats / max(sums.tokens, 1.0)
+
+
+def cipher_table(workdirs: dict, draws: int, split: str = "test") -> dict:
+    """Loss on plain vs enciphered held-out text, over ``draws`` cipher / embedding draws."""
+    results = {}
+    for name, wd in workdirs.items():
+        model, params, tok, cfg, _ = restore_lm(wd)
+        windows = eval_windows(cfg, tok, split, int(cfg.eval.max_windows))
+        nll_fn = nll_function(model, params)
+        bs = int(cfg.eval.batch_size)
+        plain, ciphered = [], []
+        for d in range(draws):
+            k_emb, k_cipher = jax.random.split(jax.random.key(1000 + d))
+            cipher = random_cipher(k_cipher, tok.vocab_size)
+            # Same embedding draw for plain and cipher text: the pairing removes draw noise.
+            plain.append(mean_loss(nll_fn, windows, bs, k_emb))
+            ciphered.append(mean_loss(nll_fn, encipher(windows, cipher), bs, k_emb))
+        results[name] = paired_difference(plain, ciphered)
+    return results
+
+
+def layer_states(model, params, windows: dict, key, batch_size: int) -> list[np.ndarray]:
+    """Hidden states [N, T, D] after each block and after the final LayerNorm (last entry),
+    with fresh per-sequence random tables."""
+    from lexlm.train.lm_task import embedding_inputs
+
+    @jax.jit
+    def fn(tokens, k):
+        extra = embedding_inputs(model.cfg, k, tokens.shape[0], train=False)
+        h, state = model.apply(
+            {"params": params},
+            tokens,
+            capture_intermediates=True,
+            mutable=["intermediates"],
+            **extra,
+        )
+        inter = state["intermediates"]
+        blocks = [inter[f"block_{i}"]["__call__"][0] for i in range(model.cfg.depth)]
+        return [*blocks, h]
+
+    outs = []
+    n = windows["inputs"].shape[0]
+    for start in range(0, n, batch_size):
+        toks = windows["inputs"][start : start + batch_size]
+        pad = batch_size - toks.shape[0]
+        if pad:
+            toks = np.concatenate([toks, np.zeros((pad, toks.shape[1]), toks.dtype)])
+        hs = fn(jnp.asarray(toks), jax.random.fold_in(key, start))
+        outs.append([np.asarray(h, np.float32)[: batch_size - pad] for h in hs])
+    return [np.concatenate(per_layer) for per_layer in zip(*outs)]
+
+
+def probe_features(model, params, windows, ciphers, seed: int, batch_size: int):
+    """Per layer: features of every real input token under each cipher; plus labels
+    (plaintext ids) and 1-based positions, concatenated over ciphers."""
+    mask = windows["mask"] > 0
+    n, t = windows["inputs"].shape
+    feats, labels, positions = [], [], []
+    for i, cipher in enumerate(ciphers):
+        states = layer_states(
+            model, params, encipher(windows, cipher), jax.random.key(seed + i), batch_size
+        )
+        feats.append([h[mask] for h in states])
+        labels.append(windows["inputs"][mask])
+        positions.append(np.broadcast_to(np.arange(1, t + 1), (n, t))[mask])
+    per_layer = [np.concatenate(f) for f in zip(*feats)]
+    return per_layer, np.concatenate(labels), np.concatenate(positions)
+
+
+def decipher_probe(workdir, pc, buckets) -> dict:
+    """Softmax probe: hidden state at t (each layer) -> plaintext id of token t.
+
+    ``pc``: the ``probe`` config (train_split, test_split, windows, train_ciphers,
+    test_ciphers, steps, l2). Ciphers of the training and test sets are disjoint draws, and so
+    are their texts (two splits). ``best_layer`` is chosen by accuracy on the last training
+    cipher held out of a first fit, never on the test set. Baselines: the majority plaintext
+    id of the training set, and chance, one over the number of non-special types.
+    """
+    model, params, tok, cfg, _ = restore_lm(workdir)
+    bs = int(cfg.eval.batch_size)
+    v = tok.vocab_size
+
+    def ciphers(first, count):
+        return [random_cipher(jax.random.key(first + i), v) for i in range(count)]
+
+    train_w = eval_windows(cfg, tok, pc.train_split, int(pc.windows))
+    test_w = eval_windows(cfg, tok, pc.test_split, int(pc.windows))
+    x_tr, y_tr, _ = probe_features(
+        model, params, train_w, ciphers(5000, int(pc.train_ciphers)), 6000, bs
+    )
+    x_te, y_te, pos_te = probe_features(
+        model, params, test_w, ciphers(7000, int(pc.test_ciphers)), 8000, bs
+    )
+    majority_id = int(np.bincount(y_tr, minlength=v).argmax())
+    majority = y_te == majority_id
+    # The layer is chosen on a dev set: the last training cipher, held out of the fit.
+    n_dev = len(y_tr) // int(pc.train_ciphers)
+    layers = {}
+    for li, (xtr, xte) in enumerate(zip(x_tr, x_te)):
+        name = f"block_{li}" if li < len(x_tr) - 1 else "final"
+        dev_probe = fit_softmax_probe(
+            xtr[:-n_dev], y_tr[:-n_dev], v, l2=float(pc.l2), steps=int(pc.steps)
+        )
+        probe = fit_softmax_probe(xtr, y_tr, v, l2=float(pc.l2), steps=int(pc.steps))
+        correct = probe.predict(xte) == y_te
+        layers[name] = {
+            "dev": float(np.mean(dev_probe.predict(xtr[-n_dev:]) == y_tr[-n_dev:])),
+            "overall": float(correct.mean()),
+            "by_position": accuracy_by_position(correct, pos_te, buckets, {"majority": majority}),
+        }
+    best = max(layers, key=lambda k: layers[k]["dev"])
+    return {
+        "layers": layers,
+        "best_layer": best,
+        "majority_baseline": float(majority.mean()),
+        "chance": 1.0 / max(v - SPECIAL_IDS, 1),
+        "train_tokens": len(y_tr),
+        "test_tokens": len(y_te),
+    }
