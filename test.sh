@@ -7,4 +7,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-exec .venv/bin/python -m pytest -q -n 2 "$@"
+# Line coverage of the library and the experiments (findings code included), per file.
+exec .venv/bin/python -m pytest -q -n 2 --cov --cov-report=term:skip-covered "$@"

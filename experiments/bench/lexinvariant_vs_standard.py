@@ -5,11 +5,13 @@
     python -m experiments.bench.lexinvariant_vs_standard --size paper --memory --no-time
 
 Both models have the same shape; they differ only in where the tied [V, D] table comes from
-(learned, or drawn per sequence: ``lexlm.nn.lexinvariant``) and in the lexinvariant readout
-fix, a learned logit scale (``LMConfig.logit_scale='auto'``), which both use as in training. Time: both train steps are compiled
-and run in one process, in rounds ordered A B, B A, A B, ... so that machine drift and
-contention hit both alike; the figure is median(lexinvariant) / median(standard) over all timed
-steps (target <= 1.1x), with the median of per-round ratios as a check.
+(learned, or drawn per sequence: ``lexlm.nn.lexinvariant``), the lexinvariant one with its
+readout fix on (a learned logit scale, ``LMConfig.logit_scale='auto'``), as in training.
+
+Time: both train steps are compiled and run in one process, in rounds ordered A B, B A, A B,
+... so that machine drift and contention hit both alike; the figure is median(lexinvariant) /
+median(standard) over all timed steps (target <= 1.1x), with the median of per-round ratios as
+a check.
 
 Memory (``--memory``): the full train step (forward, backward, AdamW update) of both models at
 V=32000, width 1024, 12 layers, 16 heads, batch 8, context 1024 is lowered and compiled, never

@@ -59,7 +59,7 @@ class _Tokenize:
         self.tokenizer = tokenizer
         self.text_stats = TextStats()
 
-    def __call__(self, record: Record) -> Int32[np.ndarray, "N"]:  # noqa: F821 (jaxtyping shape)
+    def __call__(self, record: Record) -> Int32[np.ndarray, " N"]:
         text = clean_document(record["text"], self.text_stats)
         if not text:
             return np.zeros((0,), np.int32)

@@ -70,8 +70,8 @@ class Tokenizer(abc.ABC):
     eos_id: ClassVar[int] = EOS_ID
     unk_id: ClassVar[int] = UNK_ID
 
-    token_bytes: Int32[np.ndarray, "V"]  # noqa: F821 (jaxtyping shape)
-    token_chars: Int32[np.ndarray, "V"]  # noqa: F821 (jaxtyping shape)
+    token_bytes: Int32[np.ndarray, " V"]
+    token_chars: Int32[np.ndarray, " V"]
 
     def __init__(self) -> None:
         self.reset_stats()
@@ -101,7 +101,7 @@ class Tokenizer(abc.ABC):
         self.unknown_count = 0
         self.encoded_chars = 0
 
-    def encode(self, text: str) -> Int32[np.ndarray, "T"]:  # noqa: F821 (jaxtyping shape)
+    def encode(self, text: str) -> Int32[np.ndarray, " T"]:
         """Text -> ids, without eos (the caller appends eos between documents)."""
         ids, unknown = self._encode(text)
         self.last_unknown_count = unknown
