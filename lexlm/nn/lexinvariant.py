@@ -34,18 +34,21 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, Key
 
 RowsFn = Callable[[Int[Array, " C"]], Float[Array, "B C D"] | Float[Array, "C D"]]
 
 
-def sequence_keys(key: jax.Array, batch_size: int) -> jax.Array:
+def sequence_keys(key: jax.Array, batch_size: int) -> Key[Array, " B"]:
     """One independent typed key per sequence: keys[B]."""
     return jax.random.split(key, batch_size)
 
 
 def random_rows(
-    seq_keys: jax.Array, ids: Int[Array, "B N"] | Int[Array, " N"], width: int, dtype=jnp.float32
+    seq_keys: Key[Array, " B"],
+    ids: Int[ArrayLike, "B N"] | Int[ArrayLike, " N"],
+    width: int,
+    dtype=jnp.float32,
 ) -> Float[Array, "B N D"]:
     """Row ``ids[b, n]`` (or ``ids[n]`` for every b) of sequence b's random matrix G_b.
 
@@ -64,28 +67,32 @@ def random_rows(
     return (rows * (1.0 / math.sqrt(width))).astype(dtype)
 
 
-def random_table(seq_keys: jax.Array, vocab_size: int, width: int, dtype=jnp.float32):
+def random_table(
+    seq_keys: Key[Array, " B"], vocab_size: int, width: int, dtype=jnp.float32
+) -> Float[Array, "B V D"]:
     """The whole per-sequence matrix G: [B, V, D]. For small V, tests and probes only."""
     return random_rows(seq_keys, jnp.arange(vocab_size), width, dtype)
 
 
 def random_embed(
-    seq_keys: jax.Array, tokens: Int[Array, "B T"], width: int, dtype=jnp.float32
+    seq_keys: Key[Array, " B"], tokens: Int[ArrayLike, "B T"], width: int, dtype=jnp.float32
 ) -> Float[Array, "B T D"]:
     """Lexinvariant input embedding G_b[x_{b,t}] without building G."""
     return random_rows(seq_keys, tokens, width, dtype)
 
 
-def semi_lexinvariant_mask(key: jax.Array, batch_size: int, vocab_size: int, p: float):
+def semi_lexinvariant_mask(
+    key: jax.Array, batch_size: int, vocab_size: int, p: float
+) -> Bool[Array, "B V"]:
     """Bernoulli(p) mask [B, V]: True where sequence b uses the random row for type v."""
     return jax.random.bernoulli(key, p, (batch_size, vocab_size))
 
 
 def mixed_rows(
     table: Float[Array, "V D"],
-    seq_keys: jax.Array,
-    mask: Bool[Array, "B V"],
-    ids: Int[Array, "B N"] | Int[Array, " N"],
+    seq_keys: Key[Array, " B"],
+    mask: Bool[ArrayLike, "B V"],
+    ids: Int[ArrayLike, "B N"] | Int[ArrayLike, " N"],
     dtype=jnp.float32,
 ) -> Float[Array, "B N D"]:
     """Semi-lexinvariant rows: random row where mask[b, id], learned row otherwise."""
@@ -147,7 +154,9 @@ def chunked_tied_nll(
     return run_max + jnp.log(run_sum) - tgt
 
 
-def tied_logits(h: Float[Array, "B T D"], rows: Float[Array, "B V D"] | Float[Array, "V D"]):
+def tied_logits(
+    h: Float[Array, "B T D"], rows: Float[Array, "B V D"] | Float[Array, "V D"]
+) -> Float[Array, "B T V"]:
     """Full logits against an explicit table (small V: tests, probes, sampling)."""
     spec = "btd,vd->btv" if rows.ndim == 2 else "btd,bvd->btv"
     return jnp.einsum(spec, h.astype(rows.dtype), rows, preferred_element_type=jnp.float32)

@@ -31,7 +31,8 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jax.typing import DTypeLike
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, Key
 
 from lexlm.nn import lexinvariant as lexinv
 from lexlm.nn.attention import dot_product_attention
@@ -117,7 +118,7 @@ class Projection(nn.Module):
     out_shape: tuple[int, ...]
     axes: tuple[str | None, ...]
     std: float
-    dtype: jnp.dtype = jnp.float32
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x):
@@ -277,11 +278,11 @@ class TransformerLM(nn.Module):
 
     def __call__(
         self,
-        tokens: Int[Array, "B T"],
+        tokens: Int[ArrayLike, "B T"],
         *,
-        seq_keys: jax.Array | None = None,
-        table: Float[Array, "B V D"] | None = None,
-        semi_mask: Bool[Array, "B V"] | None = None,
+        seq_keys: Key[Array, " B"] | None = None,
+        table: Float[ArrayLike, "B V D"] | None = None,
+        semi_mask: Bool[ArrayLike, "B V"] | None = None,
     ) -> Float[Array, "B T D"]:
         cfg = self.cfg
         if tokens.shape[1] > cfg.max_len:
@@ -307,12 +308,12 @@ class TransformerLM(nn.Module):
 
     def nll(
         self,
-        tokens: Int[Array, "B T"],
-        targets: Int[Array, "B T"],
+        tokens: Int[ArrayLike, "B T"],
+        targets: Int[ArrayLike, "B T"],
         *,
-        seq_keys: jax.Array | None = None,
-        table: Float[Array, "B V D"] | None = None,
-        semi_mask: Bool[Array, "B V"] | None = None,
+        seq_keys: Key[Array, " B"] | None = None,
+        table: Float[ArrayLike, "B V D"] | None = None,
+        semi_mask: Bool[ArrayLike, "B V"] | None = None,
     ) -> Float[Array, "B T"]:
         """Per-token negative log-likelihood (nats) of ``targets`` given ``tokens``."""
         h = self(tokens, seq_keys=seq_keys, table=table, semi_mask=semi_mask)
