@@ -78,7 +78,7 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
     c.subword_vocab = 512
     c.subword_steps = 400
     c.lexinvariant_model = dict(LEXINVARIANT_MODEL)  # model fields of the lexinvariant runs
-    c.position_buckets = (1, 4, 16, 32, 64, 128, 257)  # left edges; the last runs to seq_len
+    c.position_buckets = (1, 4, 16, 32, 64)  # left edges; the last runs to seq_len
     c.readout_widths = ()  # widths of the random-row references; () = the model's width
     c.cipher_draws = 8
     c.mechanism = ml_collections.ConfigDict(dict(span=64, windows=64, draws=2))
@@ -93,6 +93,8 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
             l2=1e-4,
         )
     )
+    if arg in ("small", "paper"):
+        c.position_buckets = (1, 4, 16, 32, 64, 128, 257)
     if arg == "small":
         c.corpora = ("prose", "code")
         c.units = ("char",)
