@@ -5,9 +5,12 @@ subwords) this trains a standard LM and a lexinvariant LM of the same size on th
 vocabulary and steps, and evaluates both from their checkpoints on held-out text:
 
 * Finding 1 (paper section 4.1, Fig. 2): loss by position in the context; the lexinvariant /
-  standard perplexity ratio falls with position, faster on code. Reference columns need no
-  training: the in-context count model, and that count model read out through random rows
-  of the model's width (the crosstalk a lexinvariant readout cannot avoid).
+  standard perplexity ratio falls with position, in the paper faster on code. Reference
+  columns need no training: the in-context count model, the bag-of-tokens readout (uniform
+  attention, logits linear in the counts) and the crosstalk of random rows at the model's
+  width (``lexlm.eval.in_context``).
+* Attention patterns: mass per head on the previous token, earlier occurrences of the current
+  token and the induction target (``lexlm.eval.attention_stats``).
 * Mechanism check: real spans repeated twice in a window; a model that uses its context has a
   far lower loss on the second copy than on the first.
 * Finding 2 (section 4.3): a substitution cipher leaves the lexinvariant LM's loss unchanged
@@ -27,7 +30,8 @@ Configs (``get_config(arg)``):
 * ``tiny``: prose (the embedded Lee corpus), characters and 512 BPE subwords, 2 x 128, context
   128; part of the README's main job (a few minutes on 2 CPU cores).
 * ``small``: prose and code (the Python standard library, ``data.source='python_stdlib'``),
-  characters, context 512 (about 30 minutes on 2 CPU cores).
+  characters, context 512, 1200 steps of 8 x 512 per run (82 minutes for the four runs and
+  their findings on a 2-core machine shared with other jobs).
 * ``paper``: 12 x 1024 (~150M parameters), context 512, characters and 32k subwords,
   wiki40b/en through TFDS: for TPU/GPU.
 """
@@ -43,7 +47,6 @@ from experiments import lm as lm_experiment
 from experiments.lm_runs import eval_windows, evaluate_run, load_run, train_run
 
 EMBEDDINGS = ("learned", "lexinvariant")
-CORPORA = ("prose", "code")
 
 # Model fields of the lexinvariant runs only. The readout fix (a learned logit scale, which
 # LMConfig's logit_scale='auto' already turns on for random rows) is spelled out so that the
