@@ -48,6 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
             position_std=0.02,
             qkv_std=0.02,
             smear_keys=False,
+            copy_readout=False,
         )
     )
     c.train = default_train_config()

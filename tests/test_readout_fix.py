@@ -64,7 +64,12 @@ def test_auto_logit_scale_is_on_for_random_rows_only():
 
 
 def test_param_count_matches_the_parameter_tree():
-    for kw in ({}, {"logit_scale": "none"}, {"positions": "rope", "final_ln_bias": False}):
+    for kw in (
+        {},
+        {"logit_scale": "none"},
+        {"positions": "rope", "final_ln_bias": False},
+        {"copy_readout": True},
+    ):
         model, params = model_and_params(**kw)
         n = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
         assert model.cfg.param_count() == n, kw
@@ -92,7 +97,13 @@ def test_smear_keys_mixes_each_key_with_its_predecessor():
 
 
 @pytest.mark.parametrize(
-    "kw", [{}, {"smear_keys": True}, {"positions": "rope", "final_ln_bias": False}]
+    "kw",
+    [
+        {},
+        {"smear_keys": True},
+        {"positions": "rope", "final_ln_bias": False},
+        {"copy_readout": True},
+    ],
 )
 def test_options_keep_exact_invariance_for_a_fixed_draw(kw):
     model, params = model_and_params(**kw)

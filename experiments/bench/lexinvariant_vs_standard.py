@@ -6,7 +6,8 @@
 
 Both models have the same shape; they differ only in where the tied [V, D] table comes from
 (learned, or drawn per sequence: ``lexlm.nn.lexinvariant``), the lexinvariant one with its
-readout fix on (a learned logit scale, ``LMConfig.logit_scale='auto'``), as in training.
+readout fixes on, exactly as the lexinvariant experiment trains it
+(``experiments.lexinvariant.LEXINVARIANT_MODEL``: a learned logit scale and the copy readout).
 
 Time: both train steps are compiled and run in one process, in rounds ordered A B, B A, A B,
 ... so that machine drift and contention hit both alike; the figure is median(lexinvariant) /
@@ -31,6 +32,16 @@ import jax
 from experiments.bench import common
 
 MODELS = ("learned", "lexinvariant")
+
+
+def model_fields(embedding: str) -> dict:
+    """LMConfig fields of each benchmarked model: the lexinvariant one as trained."""
+    from experiments.lexinvariant import LEXINVARIANT_MODEL
+
+    fields = {"embedding": embedding}
+    if embedding == "lexinvariant":
+        fields.update(LEXINVARIANT_MODEL)
+    return fields
 LABEL = {"learned": "standard", "lexinvariant": "lexinvariant"}
 
 
@@ -73,8 +84,9 @@ def time_both(args, mesh, peak) -> dict:
     steps = {}
     for emb in MODELS:
         over = dict(
-            dtype=args.dtype, attention=args.attention, embedding=emb, vocab_chunk=args.vocab_chunk
+            dtype=args.dtype, attention=args.attention, vocab_chunk=args.vocab_chunk
         )
+        over.update(model_fields(emb))
         if args.vocab:
             over["vocab_size"] = args.vocab
         cfg = common.lm_config(args.size, args.seq, **over)
@@ -152,8 +164,8 @@ def memory_both(args, mesh) -> dict:
             vocab_size=args.mem_vocab,
             dtype=args.mem_dtype,
             attention="xla" if not common.on_accelerator() else "auto",
-            embedding=emb,
             vocab_chunk=args.vocab_chunk,
+            **model_fields(emb),
         )
         step = common.LMStep(cfg, args.mem_seq, args.mem_batch, mesh)
         step.compile()

@@ -19,6 +19,14 @@ prediction at ln V. The README's ablation measures it together with the other op
 (``final_ln_bias``, ``positions='rope'``, ``position_std``, ``qkv_std``, ``smear_keys``,
 and ``train.no_decay``), each type-agnostic, so every one keeps the LM lexinvariant.
 
+The copy readout (``copy_readout=True``, ``lexlm.nn.copy_readout``). Even with the scale, a
+readout through random rows can only superpose the context's rows, which at width 128 costs
+more crosstalk than an in-context count model pays in total (the README's ``bag_of_tokens``
+columns). The copy readout mixes the vocabulary softmax with a gated pointer over earlier
+positions whose score includes an induction match [x_t = x_{j-1}]; it names positions, not
+types, so it has no crosstalk and stays type-agnostic. The lexinvariant experiment turns it
+on for its lexinvariant runs (``experiments.lexinvariant.LEXINVARIANT_MODEL``).
+
 Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``kv``, ``vocab``)
 that ``lexlm.train.sharding`` maps onto the mesh.
 """
@@ -34,6 +42,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, Key
 
+from lexlm.nn import copy_readout as copy_lib
 from lexlm.nn import lexinvariant as lexinv
 from lexlm.nn.attention import dot_product_attention
 
@@ -66,6 +75,8 @@ class LMConfig:
     position_std: float = 0.02  # init std of the learned position table
     qkv_std: float = 0.02  # init std of the query/key/value projection
     smear_keys: bool = False  # k_t <- (1 - a_h) k_t + a_h k_{t-1}, a learned gate per head
+    # mix the vocabulary softmax with a gated pointer over the context (lexlm.nn.copy_readout)
+    copy_readout: bool = False
 
     def __post_init__(self):
         if self.embedding not in EMBEDDINGS:
@@ -104,7 +115,17 @@ class LMConfig:
         table = self.vocab_size * d if self.embedding != "lexinvariant" else 0
         positions = self.max_len * d if self.positions == "learned" else 0
         final_ln = 2 * d if self.final_ln_bias else d
-        return table + positions + self.depth * per_block + final_ln + self.learned_logit_scale
+        # query, key, previous-position key (head width k), gate, recency, induction match
+        k = d // self.heads
+        copy = 3 * (d * k + k) + d + 1 + 2 if self.copy_readout else 0
+        return (
+            table
+            + positions
+            + self.depth * per_block
+            + final_ln
+            + self.learned_logit_scale
+            + copy
+        )
 
 
 class Projection(nn.Module):
@@ -260,6 +281,28 @@ class TransformerLM(nn.Module):
                 (),
                 jnp.float32,
             )
+        if cfg.copy_readout:
+            # one pointer head of the attention's head width: ~3 D^2 / H extra MACs per token
+            d, dt, k = cfg.width, cfg.compute_dtype, cfg.width // cfg.heads
+            self.copy_query = Projection((d,), (k,), ("embed", "kv"), 0.02, dt, name="copy_query")
+            self.copy_key = Projection((d,), (k,), ("embed", "kv"), 0.02, dt, name="copy_key")
+            self.copy_key_prev = Projection(
+                (d,), (k,), ("embed", "kv"), 0.02, dt, name="copy_key_prev"
+            )
+            self.copy_gate = Projection((d,), (), ("embed",), 0.02, dt, name="copy_gate")
+            self.copy_recency = self.param(
+                "copy_recency",
+                nn.with_logical_partitioning(nn.initializers.zeros, ()),
+                (),
+                jnp.float32,
+            )
+            # weight of the induction match, in units of sqrt(D) so that Adam moves it fast
+            self.copy_match = self.param(
+                "copy_match",
+                nn.with_logical_partitioning(nn.initializers.zeros, ()),
+                (),
+                jnp.float32,
+            )
 
     def _rows_fn(self, seq_keys, table, semi_mask):
         """Returns rows_fn(ids) giving output/input rows for the embedding mode."""
@@ -276,14 +319,14 @@ class TransformerLM(nn.Module):
             return lambda ids: lexinv.mixed_rows(self.table, seq_keys, semi_mask, ids, dt)
         return lambda ids: jnp.take(self.table, ids, axis=0).astype(dt)
 
-    def __call__(
+    def _normed(
         self,
         tokens: Int[ArrayLike, "B T"],
-        *,
-        seq_keys: Key[Array, " B"] | None = None,
-        table: Float[ArrayLike, "B V D"] | None = None,
-        semi_mask: Bool[ArrayLike, "B V"] | None = None,
+        seq_keys: Key[Array, " B"] | None,
+        table: Float[ArrayLike, "B V D"] | None,
+        semi_mask: Bool[ArrayLike, "B V"] | None,
     ) -> Float[Array, "B T D"]:
+        """Final-LayerNorm output, before the logit scale."""
         cfg = self.cfg
         if tokens.shape[1] > cfg.max_len:
             raise ValueError(
@@ -301,10 +344,40 @@ class TransformerLM(nn.Module):
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         for block in self.blocks:
             x = block(x)
-        h = self.ln_final(x)
-        if cfg.learned_logit_scale:
-            h = h * self.logit_scale.astype(h.dtype)
-        return h
+        return self.ln_final(x)
+
+    def _scaled(self, z: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        if self.cfg.learned_logit_scale:
+            return z * self.logit_scale.astype(z.dtype)
+        return z
+
+    def _copy_terms(
+        self, z: Float[Array, "B T D"], tokens: Int[ArrayLike, "B T"]
+    ) -> tuple[Float[Array, "B T T"], Float[Array, "B T"]]:
+        """Pointer attention over the context and the gate logit (copy readout only)."""
+        keys = self.copy_key(z) + self.copy_key_prev(copy_lib.shift_right(z))
+        match = copy_lib.induction_match(tokens)
+        attn = copy_lib.causal_attention(
+            self.copy_query(z),
+            keys,
+            jax.nn.softplus(self.copy_recency),
+            match * (self.copy_match * math.sqrt(self.cfg.width)),
+        )
+        return attn, self.copy_gate(z)
+
+    def __call__(
+        self,
+        tokens: Int[ArrayLike, "B T"],
+        *,
+        seq_keys: Key[Array, " B"] | None = None,
+        table: Float[ArrayLike, "B V D"] | None = None,
+        semi_mask: Bool[ArrayLike, "B V"] | None = None,
+    ) -> Float[Array, "B T D"]:
+        """Final hidden states (after the logit scale), the vocabulary readout's input."""
+        z = self._normed(tokens, seq_keys, table, semi_mask)
+        if self.cfg.copy_readout and self.is_initializing():
+            self._copy_terms(z, tokens)  # creates the copy readout's parameters under ``init``
+        return self._scaled(z)
 
     def nll(
         self,
@@ -316,14 +389,23 @@ class TransformerLM(nn.Module):
         semi_mask: Bool[ArrayLike, "B V"] | None = None,
     ) -> Float[Array, "B T"]:
         """Per-token negative log-likelihood (nats) of ``targets`` given ``tokens``."""
-        h = self(tokens, seq_keys=seq_keys, table=table, semi_mask=semi_mask)
+        z = self._normed(tokens, seq_keys, table, semi_mask)
         rows_fn = self._rows_fn(seq_keys, table, semi_mask)
-        return lexinv.chunked_tied_nll(
-            h, targets, rows_fn, self.cfg.vocab_size, self.cfg.vocab_chunk
+        nll = lexinv.chunked_tied_nll(
+            self._scaled(z), targets, rows_fn, self.cfg.vocab_size, self.cfg.vocab_chunk
         )
+        if not self.cfg.copy_readout:
+            return nll
+        attn, gate = self._copy_terms(z, tokens)
+        return copy_lib.mixed_nll(nll, attn, gate, jnp.asarray(tokens), jnp.asarray(targets))
 
     def logits(self, tokens, *, seq_keys=None, table=None, semi_mask=None):
-        """Full [B, T, V] logits (small vocabularies only)."""
-        h = self(tokens, seq_keys=seq_keys, table=table, semi_mask=semi_mask)
+        """Full [B, T, V] logits (small vocabularies only); log-probabilities with the copy
+        readout (so softmax and cross-entropy on them are unchanged)."""
+        z = self._normed(tokens, seq_keys, table, semi_mask)
         rows = self._rows_fn(seq_keys, table, semi_mask)(jnp.arange(self.cfg.vocab_size))
-        return lexinv.tied_logits(h, rows)
+        logits = lexinv.tied_logits(self._scaled(z), rows)
+        if not self.cfg.copy_readout:
+            return logits
+        attn, gate = self._copy_terms(z, tokens)
+        return copy_lib.mixed_log_probs(logits, attn, gate, jnp.asarray(tokens))
