@@ -221,13 +221,22 @@ def probe_features(model, params, windows, ciphers, seed: int, batch_size: int):
     return per_layer, np.concatenate(labels), np.concatenate(positions)
 
 
+def probe_l2_grid(l2) -> tuple[float, ...]:
+    """The probe config's ``l2``: one strength, or a grid to choose from on the dev cipher."""
+    grid = tuple(float(a) for a in (l2 if isinstance(l2, (tuple, list)) else (l2,)))
+    if not grid or min(grid) < 0:
+        raise ValueError(f"probe.l2: need strengths >= 0, got {l2!r}")
+    return grid
+
+
 def decipher_probe(workdir, pc, buckets) -> dict:
     """Softmax probe: hidden state at t (each layer) -> plaintext id of token t.
 
     ``pc``: the ``probe`` config (train_split, test_split, windows, train_ciphers,
-    test_ciphers, steps, l2). Ciphers of the training and test sets are disjoint draws, and so
-    are their texts (two splits). ``best_layer`` is chosen by accuracy on the last training
-    cipher held out of a first fit, never on the test set. Baselines: the majority plaintext
+    test_ciphers, steps, l2: one strength or a grid). Ciphers of the training and test sets are
+    disjoint draws, and so are their texts (two splits). Each layer's L2 strength, and then
+    ``best_layer``, are chosen by accuracy on the last training cipher held out of a first
+    fit, never on the test set. Baselines: the majority plaintext
     id of the training set, and chance, one over the number of non-special types.
     """
     model, params, tok, cfg, _ = restore_lm(workdir)
@@ -247,18 +256,23 @@ def decipher_probe(workdir, pc, buckets) -> dict:
     )
     majority_id = int(np.bincount(y_tr, minlength=v).argmax())
     majority = y_te == majority_id
-    # The layer is chosen on a dev set: the last training cipher, held out of the fit.
+    # The layer and the L2 strength are chosen on a dev set: the last training cipher, held
+    # out of a first fit; the probe reported is then refit on every training cipher.
     n_dev = len(y_tr) // int(pc.train_ciphers)
+    l2_grid = probe_l2_grid(pc.l2)
     layers = {}
     for li, (xtr, xte) in enumerate(zip(x_tr, x_te)):
         name = f"block_{li}" if li < len(x_tr) - 1 else "final"
-        dev_probe = fit_softmax_probe(
-            xtr[:-n_dev], y_tr[:-n_dev], v, l2=float(pc.l2), steps=int(pc.steps)
-        )
-        probe = fit_softmax_probe(xtr, y_tr, v, l2=float(pc.l2), steps=int(pc.steps))
+        dev = {}
+        for l2 in l2_grid:
+            dev_probe = fit_softmax_probe(xtr[:-n_dev], y_tr[:-n_dev], v, l2=l2, steps=int(pc.steps))
+            dev[l2] = float(np.mean(dev_probe.predict(xtr[-n_dev:]) == y_tr[-n_dev:]))
+        l2 = max(l2_grid, key=lambda a: dev[a])
+        probe = fit_softmax_probe(xtr, y_tr, v, l2=l2, steps=int(pc.steps))
         correct = probe.predict(xte) == y_te
         layers[name] = {
-            "dev": float(np.mean(dev_probe.predict(xtr[-n_dev:]) == y_tr[-n_dev:])),
+            "dev": dev[l2],
+            "l2": l2,
             "overall": float(correct.mean()),
             "by_position": accuracy_by_position(correct, pos_te, buckets, {"majority": majority}),
         }

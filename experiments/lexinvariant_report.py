@@ -139,7 +139,8 @@ def _finding2(f: dict) -> list[str]:
             "state at position t to the plaintext id of token t, trained on the validation "
             "split under some ciphers and tested on the test split under other ciphers "
             f"({p['train_tokens']} / {p['test_tokens']} tokens). Layer `{p['best_layer']}` "
-            "chosen on a held-out training cipher; overall test accuracy "
+            f"(L2 {best.get('l2', 'n/a')}) chosen on a held-out training cipher; overall test "
+            "accuracy "
             f"{best['overall']:.3f}, majority {p['majority_baseline']:.3f}, "
             f"chance {p['chance']:.3f}.",
             "",

@@ -157,3 +157,12 @@ def test_cli_overrides_reach_the_runs_and_bad_values_stop_in_one_line(tmp_path, 
     assert last.startswith(f"error: {field}:"), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # nothing trained
+
+
+def test_probe_l2_grid_accepts_one_strength_or_a_grid_and_rejects_negatives():
+    from experiments.lexinvariant_findings import probe_l2_grid
+
+    assert probe_l2_grid(1e-3) == (1e-3,)
+    assert probe_l2_grid((1e-4, 0.1)) == (1e-4, 0.1)
+    with pytest.raises(ValueError, match=r"^probe\.l2"):
+        probe_l2_grid((-1.0,))
