@@ -1,6 +1,7 @@
 """Lexinvariant language models (Huang et al., NeurIPS 2023): runs and findings 1-2.
 
-The method is in ``lexlm.nn.lexinvariant``. For each corpus (prose, code) and unit (characters,
+The method is in ``lexlm.nn.lexinvariant``; the lexinvariant runs add the readout fixes of
+``LEXINVARIANT_MODEL`` (a learned logit scale and ``lexlm.nn.copy_readout``). For each corpus (prose, code) and unit (characters,
 subwords) this trains a standard LM and a lexinvariant LM of the same size on the same data,
 vocabulary and steps, and evaluates both from their checkpoints on held-out text:
 
@@ -31,7 +32,8 @@ Configs (``get_config(arg)``):
   128; part of the README's main job (a few minutes on 2 CPU cores).
 * ``small``: prose and code (the Python standard library, ``data.source='python_stdlib'``),
   characters, context 512, 1200 steps of 8 x 512 per run (82 minutes for the four runs and
-  their findings on a 2-core machine shared with other jobs).
+  their findings on a 2-core machine shared with other jobs; 48 for the two lexinvariant runs
+  and the findings when the standard runs exist).
 * ``paper``: 12 x 1024 (~150M parameters), context 512, characters and 32k subwords,
   wiki40b/en through TFDS: for TPU/GPU.
 """
@@ -97,6 +99,10 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
             l2=(1e-4, 1e-3, 1e-2, 1e-1),  # chosen per layer on a held-out training cipher
         )
     )
+    if arg == "tiny":
+        # The main job's time budget: two strengths (those the small runs chose) and fewer
+        # full-batch steps, so the probe costs 9 x 300 steps instead of 15 x 500.
+        c.probe.update(l2=(1e-2, 1e-1), steps=300)
     if arg in ("small", "paper"):
         c.position_buckets = (1, 4, 16, 32, 64, 128, 257)
     if arg == "small":
