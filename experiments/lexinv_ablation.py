@@ -33,7 +33,7 @@ VARIANTS = {
     "no_pos_decay": ("+ no weight decay on positions", {}, {"no_decay": ("positions",)}),
     "rope": ("+ rotary positions instead of a table", {"positions": "rope"}, {}),
     "smear_keys": ("+ smeared keys (one-layer induction)", {"smear_keys": True}, {}),
-    "copy_readout": ("+ copy readout (pointer over the context; chosen)", {"copy_readout": True}, {}),
+    "copy_readout": ("+ copy readout (pointer over the context)", {"copy_readout": True}, {}),
 }
 
 

@@ -1,9 +1,10 @@
 """Lexinvariant language models (Huang et al., NeurIPS 2023): runs and findings 1-2.
 
 The method is in ``lexlm.nn.lexinvariant``; the lexinvariant runs add the readout fixes of
-``LEXINVARIANT_MODEL`` (a learned logit scale and ``lexlm.nn.copy_readout``). For each corpus (prose, code) and unit (characters,
-subwords) this trains a standard LM and a lexinvariant LM of the same size on the same data,
-vocabulary and steps, and evaluates both from their checkpoints on held-out text:
+``LEXINVARIANT_MODEL`` (a learned logit scale and ``lexlm.nn.copy_readout``). For each corpus
+(prose, code) and unit (characters, subwords) this trains a standard LM and a lexinvariant
+LM of the same size on the same data, vocabulary and steps, and evaluates both from their
+checkpoints on held-out text:
 
 * Finding 1 (paper section 4.1, Fig. 2): loss by position in the context; the lexinvariant /
   standard perplexity ratio falls with position, in the paper faster on code. Reference

@@ -265,7 +265,9 @@ def decipher_probe(workdir, pc, buckets) -> dict:
         name = f"block_{li}" if li < len(x_tr) - 1 else "final"
         dev = {}
         for l2 in l2_grid:
-            dev_probe = fit_softmax_probe(xtr[:-n_dev], y_tr[:-n_dev], v, l2=l2, steps=int(pc.steps))
+            dev_probe = fit_softmax_probe(
+                xtr[:-n_dev], y_tr[:-n_dev], v, l2=l2, steps=int(pc.steps)
+            )
             dev[l2] = float(np.mean(dev_probe.predict(xtr[-n_dev:]) == y_tr[-n_dev:]))
         l2 = max(l2_grid, key=lambda a: dev[a])
         probe = fit_softmax_probe(xtr, y_tr, v, l2=l2, steps=int(pc.steps))

@@ -89,9 +89,7 @@ V, D, T = 32, 32, 32
 
 
 def make(embedding="lexinvariant", **kw):
-    cfg = LMConfig(
-        vocab_size=V, width=D, depth=2, heads=4, max_len=T, embedding=embedding, **kw
-    )
+    cfg = LMConfig(vocab_size=V, width=D, depth=2, heads=4, max_len=T, embedding=embedding, **kw)
     model = TransformerLM(cfg)
     x = jnp.zeros((1, T), jnp.int32)
     extra = {"seq_keys": lexinv.sequence_keys(jax.random.key(1), 1)}
@@ -126,9 +124,7 @@ def test_lm_loss_agrees_with_its_normalised_log_probs(embedding):
     base = TransformerLM(dataclasses.replace(model.cfg, copy_readout=False))
     base_params = {"params": {k: v for k, v in p["params"].items() if not k.startswith("copy")}}
     vocab_nll = np.asarray(base.apply(base_params, x, y, method="nll", **extra))
-    seen = (np.asarray(x)[:, None, :] == np.asarray(y)[:, :, None]) & np.tril(
-        np.ones((T, T), bool)
-    )
+    seen = (np.asarray(x)[:, None, :] == np.asarray(y)[:, :, None]) & np.tril(np.ones((T, T), bool))
     freq = seen.sum(-1) / np.arange(1, T + 1)
     expected = -np.log(0.5 * np.exp(-vocab_nll) + 0.5 * freq)
     got = np.asarray(model.apply(p, x, y, method="nll", **extra))

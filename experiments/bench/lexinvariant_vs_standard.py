@@ -42,6 +42,8 @@ def model_fields(embedding: str) -> dict:
     if embedding == "lexinvariant":
         fields.update(LEXINVARIANT_MODEL)
     return fields
+
+
 LABEL = {"learned": "standard", "lexinvariant": "lexinvariant"}
 
 
@@ -83,9 +85,7 @@ def parse_args(argv=None):
 def time_both(args, mesh, peak) -> dict:
     steps = {}
     for emb in MODELS:
-        over = dict(
-            dtype=args.dtype, attention=args.attention, vocab_chunk=args.vocab_chunk
-        )
+        over = dict(dtype=args.dtype, attention=args.attention, vocab_chunk=args.vocab_chunk)
         over.update(model_fields(emb))
         if args.vocab:
             over["vocab_size"] = args.vocab

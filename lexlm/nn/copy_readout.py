@@ -16,7 +16,8 @@ through the same rows: logits linear in the counts plus crosstalk of size ||w|| 
 The README's ``bag_of_tokens`` columns measure that bound; at width 128 it sits above the
 in-context count model. The pointer term names earlier *positions* instead of types, so it
 has no crosstalk and its output is exact in the counts. It uses token identity only through
-equality ([x_j = v], [x_t = x_{j-1}]), so it is type-agnostic: with it, the LM stays exactly lexinvariant.
+equality ([x_j = v], [x_t = x_{j-1}]), so it is type-agnostic: with it, the LM stays exactly
+lexinvariant.
 
 The pure functions below take precomputed attention and gate logits and return per-token
 log-likelihoods (training) or full log-probabilities (small vocabularies). ``log_mix`` is safe

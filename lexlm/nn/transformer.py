@@ -119,12 +119,7 @@ class LMConfig:
         k = d // self.heads
         copy = 3 * (d * k + k) + d + 1 + 2 if self.copy_readout else 0
         return (
-            table
-            + positions
-            + self.depth * per_block
-            + final_ln
-            + self.learned_logit_scale
-            + copy
+            table + positions + self.depth * per_block + final_ln + self.learned_logit_scale + copy
         )
 
 
