@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import ml_collections
 
 from experiments import lm as lm_experiment
+from lexlm.paths import as_path
 
 # name -> (description, model overrides, train overrides). The first row is the model before
 # the fix; the others add one option each to the chosen fix (a learned logit scale).
@@ -93,12 +93,12 @@ def ablation_rows(results: dict, reference, buckets) -> list[dict]:
     return [{**row, "positions": [f"{lo}-{hi}" for lo, hi in ranges]} for row in rows]
 
 
-def run(c, out: Path) -> dict:
+def run(c, out) -> dict:
     from experiments.lexinvariant import train_and_evaluate
     from experiments.lm_runs import eval_windows, load_run
     from lexlm.eval import in_context as ic
 
-    out = Path(out)
+    out = as_path(out)
     results = {}
     for name in c.variants:
         wd = out / "runs" / name

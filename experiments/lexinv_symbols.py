@@ -67,8 +67,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from pathlib import Path
 
 import jax
 import ml_collections
@@ -88,6 +88,7 @@ from lexlm.data.symbol_tasks import (
     symbols_needed,
 )
 from lexlm.errors import CheckpointError, ConfigError, TrainingError
+from lexlm.paths import as_path
 
 __all__ = [
     "get_config",
@@ -212,7 +213,7 @@ def validate_config(c) -> None:
 # ----------------------------------------------------------------------------- train
 
 
-def layout_for(cfg, tok, workdir: Path) -> SymbolLayout:
+def layout_for(cfg, tok, workdir) -> SymbolLayout:
     """The run's symbol layout: loaded if saved (so evaluation rebuilds the same tasks)."""
     path = workdir / LAYOUT_FILE
     layout = make_layout(tok, int(cfg.symbols.n_symbols))
@@ -231,9 +232,9 @@ def layout_for(cfg, tok, workdir: Path) -> SymbolLayout:
     return layout
 
 
-def train_symbol_run(cfg, workdir: str | Path):
+def train_symbol_run(cfg, workdir: str | os.PathLike):
     """Trains (or resumes) one run on natural text mixed with training-symbol tasks."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     validate(cfg)
     workdir.mkdir(parents=True, exist_ok=True)
     # Before train_run writes config.json: a resumed run must not get a config it was not
@@ -258,11 +259,11 @@ def train_symbol_run(cfg, workdir: str | Path):
 # ----------------------------------------------------------------------------- orchestration
 
 
-def run(c, out: str | Path) -> dict:
+def run(c, out: str | os.PathLike) -> dict:
     """Trains every run (resuming any that exist), evaluates them, writes lexinv_symbols.json
     and the sweep plot. Returns the findings that ``report_section`` writes up."""
     validate_config(c)
-    out = Path(out)
+    out = as_path(out)
     out.mkdir(parents=True, exist_ok=True)
     findings: dict = {"runs": {}, "timing_s": {}}
     started = time.perf_counter()

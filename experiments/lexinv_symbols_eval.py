@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+import os
 
 import jax
 import jax.numpy as jnp
@@ -35,14 +35,15 @@ import numpy as np
 from experiments.lm_runs import load_run, restore_lm
 from lexlm.data.symbol_tasks import SymbolLayout, as_lengths, task_rows
 from lexlm.errors import CheckpointError
+from lexlm.paths import as_path
 
 LAYOUT_FILE = "symbols.json"  # the run's SymbolLayout, written when it starts training
 
 
-def restore_symbol_lm(workdir: str | Path, step: int | None = None):
+def restore_symbol_lm(workdir: str | os.PathLike, step: int | None = None):
     """(model, params, tokenizer, layout, cfg, step). The model vocabulary is the tokenizer's
     plus the symbols, read from the run's ``symbols.json``."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     _, tok = load_run(workdir)
     path = workdir / LAYOUT_FILE
     if not path.exists():
@@ -151,7 +152,7 @@ def _summary(per_task: dict[str, float]) -> dict[str, float]:
     return {**per_task, "mean": float(np.mean(list(per_task.values())))}
 
 
-def evaluate_symbol_run(c, workdir: str | Path) -> dict:
+def evaluate_symbol_run(c, workdir: str | os.PathLike) -> dict:
     """Symbol-task accuracies and natural-text test metrics of one run, from its checkpoint.
 
     Writes ``eval_symbols.json`` into the run directory and returns the same dict.
@@ -160,7 +161,7 @@ def evaluate_symbol_run(c, workdir: str | Path) -> dict:
     from lexlm.eval import accumulate_nll
     from lexlm.nn import TransformerLM
 
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     model, params, tok, layout, cfg, step = restore_symbol_lm(workdir)
     random_model = model.cfg.embedding != "learned" or model.cfg.semi_p > 0
     lexinv = model.cfg.embedding == "lexinvariant"

@@ -6,7 +6,7 @@ Both read the findings dict that ``experiments.lexinv_symbols.run`` returns (and
 
 from __future__ import annotations
 
-from pathlib import Path
+from lexlm.paths import as_path
 
 
 def sweep_points(f: dict) -> list[tuple[float, str, dict]]:
@@ -18,7 +18,7 @@ def sweep_points(f: dict) -> list[tuple[float, str, dict]]:
     return sorted(pts, key=lambda x: x[0])
 
 
-def plot_sweep(f: dict, path: Path) -> None:
+def plot_sweep(f: dict, path) -> None:
     """Test perplexity and mean symbol-task accuracy against p, with lexinvariant references."""
     import matplotlib
 
@@ -57,7 +57,8 @@ def plot_sweep(f: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with as_path(path).open("wb") as out:
+        fig.savefig(out, dpi=120, format="png")
     plt.close(fig)
 
 

@@ -42,12 +42,18 @@ Configs (``get_config(arg)``):
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import ml_collections
 
 from experiments import lm as lm_experiment
-from experiments.lm_runs import eval_windows, evaluate_run, load_run, train_run
+from experiments.lm_runs import (
+    eval_windows,
+    evaluate_run,
+    latest_eval,
+    load_run,
+    train_run,
+)
+from lexlm.paths import as_path
 
 EMBEDDINGS = ("learned", "lexinvariant")
 
@@ -83,7 +89,7 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict({"prose": base.data, "code": code})
     c.units = ("char", "subword")
     c.subword_vocab = 512
-    c.subword_steps = 400
+    c.subword_steps = 300
     c.lexinvariant_model = dict(LEXINVARIANT_MODEL)  # model fields of the lexinvariant runs
     c.position_buckets = (1, 4, 16, 32, 64)  # left edges; the last runs to seq_len
     c.readout_widths = ()  # widths of the random-row references; () = the model's width
@@ -96,14 +102,10 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
             windows=48,
             train_ciphers=6,
             test_ciphers=2,
-            steps=500,
+            steps=50,  # full-batch L-BFGS iterations per fit
             l2=(1e-4, 1e-3, 1e-2, 1e-1),  # chosen per layer on a held-out training cipher
         )
     )
-    if arg == "tiny":
-        # The main job's time budget: two strengths (those the small runs chose) and fewer
-        # full-batch steps, so the probe costs 9 x 300 steps instead of 15 x 500.
-        c.probe.update(l2=(1e-2, 1e-1), steps=300)
     if arg in ("small", "paper"):
         c.position_buckets = (1, 4, 16, 32, 64, 128, 257)
     if arg == "small":
@@ -119,7 +121,7 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         c.units = ("char", "subword")
         c.subword_vocab, c.subword_steps = 32000, 250_000
         c.mechanism.update(span=256, windows=256, draws=4)
-        c.probe.update(windows=256, train_ciphers=16, test_ciphers=4, steps=1000)
+        c.probe.update(windows=256, train_ciphers=16, test_ciphers=4, steps=100)
     del base.data  # each corpus has its own data block in c.data
     c.base = base
     return c
@@ -160,18 +162,22 @@ def validate_experiment(c) -> None:
                 validate(run_config(c, unit, emb, corpus))
 
 
-def train_and_evaluate(cfg, wd: Path) -> dict:
-    """Trains (or resumes) a run and evaluates it on validation and test, once."""
-    if not (wd / "eval_test.json").exists():
+def train_and_evaluate(cfg, wd) -> dict:
+    """Trains (or resumes) a run and evaluates its final step on validation and test, once.
+
+    Done means: both splits evaluated at step ``train.steps`` (an evaluation of an older step,
+    from ``experiments.evaluate --step``, does not count)."""
+    final = int(cfg.train.steps)
+    if latest_eval(wd, "test", final) is None or latest_eval(wd, "validation", final) is None:
         result = train_run(cfg, wd)
         if result.stopped_by != "steps":
             raise RuntimeError(f"{wd}: training was interrupted ({result.stopped_by})")
-        evaluate_run(wd, split="validation")
-        evaluate_run(wd, split="test")
-    return json.loads((wd / "eval_test.json").read_text())
+        evaluate_run(wd, split="validation", step=final)
+        evaluate_run(wd, split="test", step=final)
+    return latest_eval(wd, "test", final)
 
 
-def run(c, out: Path, reuse: dict[str, Path] | None = None) -> dict:
+def run(c, out, reuse: dict | None = None) -> dict:
     """Trains the runs (resuming any that exist), evaluates them and returns all findings.
 
     ``reuse`` maps a run name (``run_name``) to an existing run directory with the same config
@@ -180,7 +186,7 @@ def run(c, out: Path, reuse: dict[str, Path] | None = None) -> dict:
     from experiments import lexinvariant_findings as lf
     from experiments.lexinvariant_report import plot_curves
 
-    out = Path(out)
+    out = as_path(out)
     reuse = reuse or {}
     validate_experiment(c)
     findings: dict = {

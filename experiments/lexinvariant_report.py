@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from lexlm.paths import as_path
+
 REFERENCES = ("in_context_unigram", "bag_of_tokens", "unigram_readout")
 
 
@@ -28,7 +30,7 @@ def plot_curves(curves: dict, path, title: str = "", smooth_width: int = 5) -> N
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with open(path, "wb") as f:
+    with as_path(path).open("wb") as f:
         fig.savefig(f, dpi=120, format="png")
     plt.close(fig)
 

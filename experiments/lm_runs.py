@@ -1,7 +1,8 @@
 """Glue from data to model to loss for language-model runs, and their checkpoint evaluation.
 
 A *run* is one workdir: ``config.json`` (the resolved config), ``tokenizer/`` (built on the
-training split), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/`` and ``eval_<split>.json``.
+training split), ``checkpoints/``, ``metrics.jsonl``, ``tensorboard/``,
+``eval_<split>_<step>.json`` per evaluated step and ``eval_<split>.json`` (the newest step's).
 Every LM experiment (the baseline, lexinvariant, semi-lexinvariant) trains through ``train_run``
 and is evaluated from its checkpoint through ``evaluate_run``.
 """
@@ -10,15 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
+import os
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from lexlm.errors import ConfigError
-from lexlm.eval import accumulate_nll, restore_params
+from lexlm.eval import accumulate_nll, params_mesh, restore_params
 from lexlm.nn import LMConfig, TransformerLM
+from lexlm.paths import as_path
 from lexlm.train import make_lm_task, train, validate_train_config
 from lexlm.train.lm_task import lm_nll
 
@@ -50,13 +53,13 @@ def validate(cfg) -> None:
         )
 
 
-def save_config(cfg, workdir: Path) -> None:
+def save_config(cfg, workdir: epath.Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
 
 
-def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    path = Path(workdir) / "config.json"
+def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+    path = as_path(workdir) / "config.json"
     if not path.exists():
         raise ConfigError("workdir", f"{workdir} has no config.json (not a lexlm run directory)")
     cfg = ml_collections.ConfigDict(json.loads(path.read_text()))
@@ -64,7 +67,7 @@ def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     return cfg
 
 
-def tokenizer_for(cfg, workdir: Path):
+def tokenizer_for(cfg, workdir: epath.Path):
     """The run's tokenizer: loaded if the run has one, else built from the training split."""
     from lexlm.data import open_split, read_documents
     from lexlm.text import build_tokenizer, load_tokenizer
@@ -78,7 +81,9 @@ def tokenizer_for(cfg, workdir: Path):
     return tok
 
 
-def train_run(cfg, workdir: str | Path, hooks=(), *, vocab_size: int | None = None, wrap=None):
+def train_run(
+    cfg, workdir: str | os.PathLike, hooks=(), *, vocab_size: int | None = None, wrap=None
+):
     """Trains (or resumes) one LM run. Returns the TrainResult.
 
     ``vocab_size`` overrides the tokenizer's (runs that add ids, like the symbol tasks);
@@ -86,7 +91,7 @@ def train_run(cfg, workdir: str | Path, hooks=(), *, vocab_size: int | None = No
     ``get_state``/``set_state`` for exact resumption)."""
     from lexlm.data import lm_train_dataset, open_split
 
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     validate(cfg)
     save_config(cfg, workdir)
     if cfg.data.source == "python_stdlib":  # record the interpreter and files trained on
@@ -110,19 +115,19 @@ def train_run(cfg, workdir: str | Path, hooks=(), *, vocab_size: int | None = No
     return train(cfg.train, task, batches, workdir, hooks=hooks)
 
 
-def load_run(workdir: str | Path):
+def load_run(workdir: str | os.PathLike):
     """(config, tokenizer) of a run directory, without touching its checkpoints."""
     from lexlm.text import load_tokenizer
 
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     return load_config(workdir), load_tokenizer(workdir / "tokenizer")
 
 
-def restore_lm(workdir: str | Path, step: int | None = None, vocab_size: int | None = None):
+def restore_lm(workdir: str | os.PathLike, step: int | None = None, vocab_size: int | None = None):
     """(model, params, tokenizer, cfg, step) of a finished or interrupted run.
 
     ``vocab_size`` overrides the tokenizer's, for runs trained with extra ids (``train_run``)."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     cfg, tok = load_run(workdir)
     model_cfg = lm_config(cfg, vocab_size or tok.vocab_size)
     task = make_lm_task(model_cfg, int(cfg.seq_len))
@@ -131,12 +136,24 @@ def restore_lm(workdir: str | Path, step: int | None = None, vocab_size: int | N
 
 
 def nll_function(model: TransformerLM, params):
-    """Jitted per-token NLL at evaluation (fresh random tables per key for lexinvariant)."""
+    """Per-token NLL at evaluation (fresh random tables per key for lexinvariant), jitted with
+    the parameters as an argument, so with sharded parameters (``restore_lm``) the batch is split
+    over their mesh rather than recomputed on every device. ``fn.mesh`` is that mesh (or None);
+    pass it to ``accumulate_nll``."""
+    from flax import linen as nn
 
-    @jax.jit
+    from lexlm.train import sharding as shd
+
+    mesh = params_mesh(params)
+    jitted = jax.jit(lambda p, batch, key: lm_nll(model, p, batch, key, train=False))
+
     def fn(batch, key):
-        return lm_nll(model, params, batch, key, train=False)
+        if mesh is None:
+            return jitted(params, batch, key)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+            return jitted(params, batch, key)
 
+    fn.mesh = mesh
     return fn
 
 
@@ -148,16 +165,52 @@ def eval_windows(cfg, tok, split: str, max_windows: int | None = None):
     )
 
 
+def eval_path(workdir, split: str, step: int | None = None) -> epath.Path:
+    """``eval_<split>_<step>.json`` (one per evaluated step, never overwritten), or with
+    ``step=None`` ``eval_<split>.json``: the evaluation of the newest step evaluated so far."""
+    name = f"eval_{split}.json" if step is None else f"eval_{split}_{step}.json"
+    return as_path(workdir) / name
+
+
+def evaluated_steps(workdir, split: str) -> list[int]:
+    """Steps with an ``eval_<split>_<step>.json`` in the run directory, ascending."""
+    prefix = f"eval_{split}_"
+    steps = []
+    for p in as_path(workdir).glob(f"{prefix}*.json"):
+        tail = p.name[len(prefix) : -len(".json")]
+        if tail.isdigit():
+            steps.append(int(tail))
+    return sorted(steps)
+
+
+def latest_eval(workdir, split: str, step: int | None = None) -> dict | None:
+    """The run's evaluation of ``step`` (default: its newest evaluated step) on ``split``."""
+    steps = evaluated_steps(workdir, split)
+    if not steps or (step is not None and step not in steps):
+        return None
+    return json.loads(
+        eval_path(workdir, split, step if step is not None else steps[-1]).read_text()
+    )
+
+
 def evaluate_run(
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     split: str | None = None,
     step: int | None = None,
     draws: int | None = None,
     windows=None,
 ) -> dict:
-    """Restores a checkpoint and writes ``eval_<split>.json`` (loss, bits/byte and /char,
-    perplexity, loss by position) and ``loss_by_position_<split>.png``. Returns the metrics."""
-    workdir = Path(workdir)
+    """Restores a checkpoint (default: the newest readable) and evaluates it on ``split``.
+
+    Writes ``eval_<split>_<step>.json`` (loss, bits/byte and /char, perplexity, loss by
+    position), never overwriting another step's. When the step is the newest evaluated one it
+    also refreshes ``eval_<split>.json`` and ``loss_by_position_<split>.png``, so evaluating an
+    older step (``--step``) never replaces the latest results. Returns the metrics.
+
+    Data parallel: the batch is split over the mesh the parameters were restored onto (all
+    devices of all processes); only process 0 writes files.
+    """
+    workdir = as_path(workdir)
     model, params, tok, cfg, restored = restore_lm(workdir, step)
     split = split or cfg.eval.split
     draws = draws or (int(cfg.eval.draws) if model.cfg.embedding != "learned" else 1)
@@ -172,12 +225,20 @@ def evaluate_run(
     )
     metrics = {"split": split, "step": restored, "draws": draws, "unit": cfg.data.unit}
     metrics.update(sums.summary())
-    (workdir / f"eval_{split}.json").write_text(json.dumps(metrics, indent=1))
-    plot_loss_by_position({workdir.name: metrics}, workdir / f"loss_by_position_{split}.png")
+    if jax.process_index() == 0:
+        text = json.dumps(metrics, indent=1)
+        eval_path(workdir, split, restored).write_text(text)
+        if restored >= max(evaluated_steps(workdir, split)):
+            eval_path(workdir, split).write_text(text)
+            plot_loss_by_position(
+                {workdir.name: metrics}, workdir / f"loss_by_position_{split}.png"
+            )
     return metrics
 
 
-def plot_loss_by_position(curves: dict[str, dict], path: Path, smooth_width: int = 5) -> None:
+def plot_loss_by_position(
+    curves: dict[str, dict], path: os.PathLike, smooth_width: int = 5
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,5 +255,6 @@ def plot_loss_by_position(curves: dict[str, dict], path: Path, smooth_width: int
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with as_path(path).open("wb") as f:
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)

@@ -19,9 +19,10 @@ import json
 import logging
 import platform
 import time
-from pathlib import Path
 
 import jax
+
+from lexlm.paths import as_path
 
 
 def baseline_section(metrics: dict[str, dict], history: list[dict], train_s: float) -> str:
@@ -69,7 +70,7 @@ def main(argv=None):
     from experiments import lexinvariant, lm
     from experiments.lm_runs import evaluate_run, train_run
 
-    out = Path(args.out)
+    out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 
 import jax
 import pytest
@@ -157,3 +158,214 @@ def test_missing_step_raises(reference):
     assert "\n" not in str(excinfo.value)
     _, data_state, step, _ = th.restore(ref_dir, step=N)  # an existing older step is fine
     assert step == N and data_state == {"index": N}
+
+
+# --- identity: a checkpoint of another config is never treated as damage -------------------
+
+
+def lm_task_with(**overrides):
+    import dataclasses
+
+    from lexlm.train import make_lm_task
+
+    return make_lm_task(dataclasses.replace(th.lm_config(), **overrides), th.SEQ)
+
+
+def restore_with(workdir, task, **kwargs):
+    from lexlm.train import Checkpointer, build_state, make_mesh
+
+    fns = build_state(task, th.train_config(), make_mesh((-1, 1, 1)))
+    ckpt = Checkpointer(workdir / "checkpoints", identity_fields=task.identity, **kwargs)
+    try:
+        return ckpt.restore(fns.abstract)
+    finally:
+        ckpt.close()
+
+
+def test_checkpoint_of_another_config_stops_naming_fields_and_moves_nothing(reference, tmp_path):
+    ref_dir, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    metrics_before = (workdir / "metrics.jsonl").read_text()
+
+    with pytest.raises(CheckpointError) as excinfo:
+        restore_with(workdir, lm_task_with(depth=3, width=48))
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "model.depth 2 -> 3" in message and "model.width 32 -> 48" in message, message
+    assert "nothing was moved" in message
+    # the same through the trainer: it stops before reading a batch or touching a file
+    batches = th.PatternBatches()
+    with pytest.raises(CheckpointError, match=r"model\.depth 2 -> 3"):
+        train(th.train_config(), lm_task_with(depth=3), batches, workdir)
+    assert batches.index == 0
+    assert th.checkpoint_steps(workdir) == [N, 2 * N]
+    assert not (workdir / "corrupt_checkpoints").exists()
+    assert (workdir / "metrics.jsonl").read_text() == metrics_before
+    # the original config still resumes from the untouched latest step
+    _, _, step = restore_with(workdir, th.tiny_task())
+    assert step == 2 * N
+
+
+def test_runtime_only_fields_resume_the_same_state(reference, tmp_path):
+    ref_dir, _ = reference
+    state, _, step = restore_with(ref_dir, lm_task_with(vocab_chunk=16, qkv_std=0.5))
+    assert step == 2 * N
+    expected, _, _, _ = th.restore(ref_dir)
+    th.assert_trees_equal(th.flat(state), th.flat(expected))
+
+
+def test_identity_mismatch_without_named_fields_names_the_leaves(reference, tmp_path):
+    from lexlm.train import checkpoint as ck
+
+    saved = ck.identity_record({"w": jax.ShapeDtypeStruct((2, 3), "float32")}, {"a": 1})
+    current = ck.identity_record({"w": jax.ShapeDtypeStruct((2, 4), "float32")}, {"a": 1})
+    assert saved["fingerprint"] != current["fingerprint"]
+    assert ck.describe_mismatch(saved, current) == "['w'] (2, 3) float32 -> (2, 4) float32"
+    renamed = ck.identity_record({"v": jax.ShapeDtypeStruct((2, 3), "float32")}, {"a": 1})
+    assert ck.describe_mismatch(saved, renamed) == (
+        "['v'] <absent> -> (2, 3) float32, ['w'] (2, 3) float32 -> <absent>"
+    )
+    same = ck.identity_record({"w": jax.ShapeDtypeStruct((2, 3), "float32")}, {"a": 2})
+    assert same["fingerprint"] == saved["fingerprint"]  # fields name, leaves decide
+
+
+def test_damaged_identity_record_counts_as_corrupt(reference, tmp_path):
+    ref_dir, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    files = [
+        p for p in (workdir / "checkpoints" / str(2 * N) / "identity").rglob("*") if p.is_file()
+    ]
+    assert files
+    for p in files:
+        p.write_text("{not json")
+    _, data_state, step = restore_with(workdir, th.tiny_task())
+    assert step == N and data_state == {"index": N}
+    assert (workdir / "corrupt_checkpoints" / str(2 * N)).is_dir()
+
+
+def test_damaged_state_metadata_counts_as_corrupt(reference, tmp_path):
+    ref_dir, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    metadata = workdir / "checkpoints" / str(2 * N) / "state" / "_METADATA"
+    assert metadata.is_file()
+    metadata.write_bytes(metadata.read_bytes()[:40])
+    _, _, step = restore_with(workdir, th.tiny_task())
+    assert step == N
+    assert (workdir / "corrupt_checkpoints" / str(2 * N)).is_dir()
+
+
+def test_step_without_identity_record(reference, tmp_path):
+    ref_dir, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    shutil.rmtree(workdir / "checkpoints" / str(2 * N) / "identity")
+    _, _, step = restore_with(workdir, th.tiny_task())  # it fits: restored
+    assert step == 2 * N
+    with pytest.raises(CheckpointError, match="no identity record") as excinfo:
+        restore_with(workdir, lm_task_with(depth=3))
+    assert "\n" not in str(excinfo.value)
+    assert th.checkpoint_steps(workdir) == [N, 2 * N]
+    assert not (workdir / "corrupt_checkpoints").exists()
+
+
+class FlakyRestore:
+    """Makes orbax's restore raise a storage error ``failures`` times, then work."""
+
+    def __init__(self, monkeypatch, failures: int, error: Exception):
+        import orbax.checkpoint as ocp
+
+        self.calls, self.failures, self.error = 0, failures, error
+        original = ocp.CheckpointManager.restore
+
+        def restore(manager, step, *args, **kwargs):
+            self.calls += 1
+            if self.calls <= self.failures:
+                raise self.error
+            return original(manager, step, *args, **kwargs)
+
+        monkeypatch.setattr(ocp.CheckpointManager, "restore", restore)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionResetError(104, "Connection reset by peer"),
+        ValueError("UNAVAILABLE: GCS backend temporarily unavailable"),
+    ],
+)
+def test_transient_storage_error_is_retried_not_quarantined(reference, monkeypatch, error, caplog):
+    ref_dir, _ = reference
+    flaky = FlakyRestore(monkeypatch, failures=2, error=error)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        _, _, step = restore_with(ref_dir, th.tiny_task(), backoff_s=0.0)
+    assert step == 2 * N and flaky.calls == 4  # identity: 2 failures + 1; state: 1
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+    assert not (ref_dir.parent / "corrupt_checkpoints").exists()
+
+
+def test_storage_that_stays_down_stops_without_moving_anything(reference, monkeypatch, tmp_path):
+    ref_dir, _ = reference
+    workdir = tmp_path / "run"
+    shutil.copytree(ref_dir, workdir)
+    FlakyRestore(monkeypatch, failures=100, error=TimeoutError("read timed out"))
+    with pytest.raises(CheckpointError, match="storage error after 3 tries") as excinfo:
+        restore_with(workdir, th.tiny_task(), retries=2, backoff_s=0.0)
+    assert "\n" not in str(excinfo.value)
+    assert th.checkpoint_steps(workdir) == [N, 2 * N]
+    assert not (workdir / "corrupt_checkpoints").exists()
+
+
+def test_is_transient_follows_the_cause_chain():
+    from lexlm.train.checkpoint import is_transient
+
+    try:
+        try:
+            raise ConnectionError("dropped")
+        except ConnectionError as inner:
+            raise ValueError("while reading array") from inner
+    except ValueError as outer:
+        assert is_transient(outer)
+    assert not is_transient(ValueError("DATA_LOSS: truncated file"))
+    assert not is_transient(FileNotFoundError(2, "No such file"))
+
+
+# --- processes killed during and between saves, resumed through the real grain pipeline ------
+
+LINES = [
+    "It was the best of times, it was the worst of times.",
+    "The quick brown fox jumps over the lazy dog, twice.",
+    "Colourless green ideas sleep furiously; then they wake.",
+    "A stitch in time saves nine, or so the saying goes.",
+]
+
+
+def test_killed_during_save_and_between_saves_resume_exactly(tmp_path):
+    """Steps 6, checkpoints every 2. Run A: uninterrupted. Run B: SIGKILLed while orbax writes
+    step 4 (before it commits), resumed from 2; then SIGKILLed at step 5, between checkpoints,
+    resumed from 4. Both resume on the exact batches of run A (the grain iterator's state)."""
+    data = tmp_path / "corpus.txt"
+    data.write_text("\n".join(LINES * 40) + "\n")
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    lm = ["lm", "--data", str(data), "--steps", "6", "--ckpt-every", "2"]
+
+    proc = th.run_helper(
+        [[*lm, "--workdir", str(ref)], [*lm, "--workdir", str(run), "--kill-during-save", "4"]]
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert th.parse_result(proc.stdout) == [{"start_step": 0, "final_step": 6}]
+    assert th.checkpoint_steps(run) == [2]
+    leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("4")]
+    assert leftovers, "the killed save left no partial step 4 behind"
+
+    proc = th.run_helper([[*lm, "--workdir", str(run), "--kill-at-step", "5"]])
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert th.checkpoint_steps(run) == [2, 4]
+
+    proc = th.run_helper([[*lm, "--workdir", str(run)]])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert th.parse_result(proc.stdout) == [{"start_step": 4, "final_step": 6}]
+    assert not (run / "corrupt_checkpoints").exists()
+    assert th.losses(run) == th.losses(ref)  # every step once, exactly the reference losses

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lexlm.eval import in_context as ic
-from lexlm.eval.probe import accuracy_by_position, fit_softmax_probe
+from lexlm.eval.probe import accuracy_by_position, fit_softmax_probe, probe_objective
 
 
 def windows_of(inputs, targets, mask=None):
@@ -104,6 +107,26 @@ def test_softmax_probe_separates_separable_classes_and_not_noise():
     assert np.mean(noise.predict(x[400:]) == y_noise[400:]) < 0.35
     with pytest.raises(ValueError, match="labels"):
         fit_softmax_probe(x[:10], np.full(10, 7), n_classes=5)
+
+
+def test_softmax_probe_reaches_the_known_optimum():
+    # Constant features: the optimum has w = 0 and softmax(b) = the label frequencies.
+    y = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    probe = fit_softmax_probe(np.ones((100, 3)), y, n_classes=3, l2=1e-2)
+    logits = probe.logits(np.ones((1, 3)))[0]
+    np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(), [0.5, 0.3, 0.2], atol=1e-4)
+    np.testing.assert_allclose(probe.weights, 0.0, atol=1e-5)
+    # Informative features: the objective's gradient vanishes at the fit (it is convex).
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((300, 4))
+    y = (x @ rng.standard_normal((4, 3))).argmax(-1)
+    probe = fit_softmax_probe(x, y, n_classes=3, l2=1e-2)
+    z = (x - probe.mean) / probe.scale
+    params = {"w": jnp.asarray(probe.weights), "b": jnp.asarray(probe.bias)}
+    grad = jax.grad(probe_objective)(params, jnp.asarray(z), jnp.asarray(y), 1e-2)
+    assert float(optax.global_norm(grad)) < 1e-4
+    with pytest.raises(ValueError, match="l2"):
+        fit_softmax_probe(x, y, n_classes=3, l2=-1.0)
 
 
 def test_accuracy_by_position_buckets_and_baselines():

@@ -326,7 +326,7 @@ def _mesh(text: str) -> tuple[int, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="train_helpers")
-    p.add_argument("command", choices=("train", "restore"))
+    p.add_argument("command", choices=("train", "restore", "lm", "lm-eval"))
     p.add_argument("--workdir", required=True)
     p.add_argument("--mesh", type=_mesh, default=(-1, 1, 1))
     p.add_argument("--steps", type=int, default=2 * N)
@@ -336,7 +336,83 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--print-steps", action="store_true")
     p.add_argument("--hook-sleep", type=float, default=0.0)
     p.add_argument("--out", default=None)
+    p.add_argument("--data", default=None, help="lm: a text file to train on")
+    p.add_argument(
+        "--kill-during-save",
+        type=int,
+        default=None,
+        help="SIGKILL while the checkpoint of this step is written, before orbax commits it",
+    )
     return p
+
+
+def lm_files_config(data_file: str, steps: int, ckpt_every: int):
+    """The tiny LM config on one text file (the real grain pipeline), log_every=1."""
+    from experiments import lm
+
+    cfg = lm.get_config("tiny")
+    cfg.data.update(source="files", files=(data_file,), doc_split="line")
+    cfg.seq_len = SEQ
+    cfg.model.update(width=32, depth=1, heads=2)
+    cfg.train.update(
+        steps=steps, batch_size=BATCH, ckpt_every=ckpt_every, log_every=1, warmup_steps=2
+    )
+    cfg.train.update(tensorboard=False, progress=False)
+    cfg.eval.batch_size = BATCH
+    return cfg
+
+
+def _kill_during_save(step: int) -> None:
+    """Patches orbax so that committing the checkpoint of ``step`` SIGKILLs this process: its
+    files are written to orbax's temporary directory, which is never finalised."""
+    from orbax.checkpoint._src.path import atomicity
+
+    for cls in (atomicity.AtomicRenameTemporaryPath, atomicity.CommitFileTemporaryPath):
+        original = cls.finalize
+
+        async def finalize(self, *args, _original=original, **kwargs):
+            if str(self.get_final()).rstrip("/").endswith(f"/{step}"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return await _original(self, *args, **kwargs)
+
+        cls.finalize = finalize
+
+
+def _lm_eval_job(args) -> None:
+    """Evaluates an LM run on all devices of this process; reports how batches were split."""
+    import jax
+
+    from experiments.lm_runs import eval_windows, evaluate_run, nll_function, restore_lm
+    from lexlm.eval import global_batch
+
+    model, params, tok, cfg, _ = restore_lm(args.workdir)
+    fn = nll_function(model, params)
+    windows = eval_windows(cfg, tok, "validation")
+    bs = int(cfg.eval.batch_size)
+    batch = global_batch({k: windows[k][:bs] for k in ("inputs", "targets", "mask")}, fn.mesh)
+    nll = fn(batch, jax.random.key(0))
+    rows = sorted(int(s.data.shape[0]) for s in nll.addressable_shards)
+    m = evaluate_run(args.workdir, split="validation")
+    summary = {
+        "devices": jax.device_count(),
+        "batch_size": bs,
+        "shard_rows": rows,
+        "loss": m["loss"],
+        "loss_by_position": m["loss_by_position"],
+    }
+    Path(args.out).write_text(json.dumps(summary))
+    print("RESULT " + json.dumps({"devices": jax.device_count()}), flush=True)
+
+
+def _lm_job(args, hooks) -> None:
+    from experiments.lm_runs import train_run
+
+    if args.kill_during_save is not None:
+        _kill_during_save(args.kill_during_save)
+    cfg = lm_files_config(args.data, args.steps, args.ckpt_every)
+    result = train_run(cfg, args.workdir, hooks=hooks)
+    summary = {"start_step": result.start_step, "final_step": result.final_step}
+    print("RESULT " + json.dumps(summary), flush=True)
 
 
 def _job(args) -> None:
@@ -356,7 +432,8 @@ def _job(args) -> None:
     if args.kill_at_step is not None:
 
         def kill(step, state, saved):
-            if saved and step == args.kill_at_step:
+            # train: right after the checkpoint of the step; lm: at any step (between saves)
+            if step == args.kill_at_step and (saved or args.command == "lm"):
                 os.kill(os.getpid(), signal.SIGKILL)
 
         hooks.append(kill)
@@ -367,6 +444,12 @@ def _job(args) -> None:
             time.sleep(args.hook_sleep)
 
         hooks.append(report_step)
+    if args.command == "lm":
+        _lm_job(args, hooks)
+        return
+    if args.command == "lm-eval":
+        _lm_eval_job(args)
+        return
     cfg = train_config(mesh=args.mesh, steps=args.steps, ckpt_every=args.ckpt_every)
     result = train(cfg, tiny_task(args.embedding), PatternBatches(), args.workdir, hooks=hooks)
     np.savez(out, **flat(result.state.params))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import jax
 
 from lexlm.errors import CheckpointError
+from lexlm.paths import as_path
 from lexlm.train import sharding as shd
 from lexlm.train.checkpoint import Checkpointer
 from lexlm.train.loop import Task, build_state
 
 
 def restore_params(
-    task: Task, train_cfg, workdir: str | Path, step: int | None = None, mesh_shape=(-1, 1, 1)
+    task: Task,
+    train_cfg,
+    workdir: str | os.PathLike,
+    step: int | None = None,
+    mesh_shape=(-1, 1, 1),
 ):
     """Returns (params, step, mesh) from ``workdir/checkpoints`` (latest readable or ``step``).
 
@@ -22,12 +27,14 @@ def restore_params(
     """
     mesh = shd.make_mesh(shd.resolve_mesh_shape(mesh_shape, jax.device_count(), "eval.mesh"))
     fns = build_state(task, train_cfg, mesh)
-    ckpt = Checkpointer(Path(workdir) / "checkpoints", keep=int(train_cfg.keep))
+    ckpt = Checkpointer(
+        as_path(workdir) / "checkpoints", keep=int(train_cfg.keep), identity_fields=task.identity
+    )
     try:
         restored = ckpt.restore(fns.abstract, step=step)
     finally:
         ckpt.close()
     if restored is None:
-        raise CheckpointError(f"no checkpoint in {Path(workdir) / 'checkpoints'}")
+        raise CheckpointError(f"no checkpoint in {ckpt.directory}")
     state, _, restored_step = restored
     return state.params, restored_step, mesh

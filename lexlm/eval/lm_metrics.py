@@ -9,11 +9,14 @@ with different units (bytes, characters, subwords) on the same text.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 
 @dataclasses.dataclass
@@ -48,20 +51,66 @@ class NLLSums:
         return out
 
 
+def params_mesh(params) -> jax.sharding.Mesh | None:
+    """The mesh a parameter tree is sharded over (None for host arrays or one plain device)."""
+    for leaf in jax.tree.leaves(params):
+        sharding = getattr(leaf, "sharding", None)
+        if isinstance(sharding, jax.sharding.NamedSharding):
+            return sharding.mesh
+    return None
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """Host rows of the *global* batch (every process holds all of them) -> global arrays split
+    over the mesh's data x fsdp axes; each process places only its addressable shards."""
+    sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    return {
+        k: jax.make_array_from_callback(v.shape, sharding, lambda index, v=v: v[index])
+        for k, v in batch.items()
+    }
+
+
+@functools.cache
+def _position_sums_fn(mesh: jax.sharding.Mesh | None):
+    """jit: (nll [B, T], mask [B, T]) -> (sum of nll * mask, sum of mask) over B, replicated."""
+    out = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+
+    def sums(nll, mask):
+        mask = mask.astype(jnp.float32)
+        return jnp.sum(nll.astype(jnp.float32) * mask, 0), jnp.sum(mask, 0)
+
+    return jax.jit(sums, out_shardings=out)
+
+
 def accumulate_nll(
     nll_fn: Callable[[dict, jax.Array], jax.Array],
     windows: dict[str, np.ndarray],
     batch_size: int,
     key: jax.Array,
     draws: int = 1,
+    *,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> NLLSums:
     """Runs ``nll_fn(batch, key) -> [B, T]`` over all windows, ``draws`` times each.
 
     ``windows``: {'inputs', 'targets', 'mask': [N, T]} plus optional 'n_bytes'/'n_chars'. The
     last batch is padded with masked rows so the compiled function sees one shape. With several
     draws (random-embedding models) the sums are averaged over draws.
+
+    Data parallel: with a ``mesh`` (default: ``nll_fn.mesh`` when it has one) every batch is
+    split over its data x fsdp axes (``global_batch``), so N devices, on one host or many, each
+    compute B / N rows, and the per-position sums come back replicated. Every process must call
+    this with the same windows. ``batch_size`` is the global batch and must divide by the
+    data-parallel size.
     """
     n, t = windows["inputs"].shape
+    mesh = mesh if mesh is not None else getattr(nll_fn, "mesh", None)
+    if mesh is not None and batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
+        raise ValueError(
+            f"eval batch {batch_size} does not divide over data x fsdp = "
+            f"{mesh.shape['data']} x {mesh.shape['fsdp']} devices"
+        )
+    position_sums = _position_sums_fn(mesh)
     sums = np.zeros(t, np.float64)
     counts = np.zeros(t, np.float64)
     for d in range(draws):
@@ -74,11 +123,12 @@ def accumulate_nll(
                 batch = {
                     k: np.concatenate([v, np.zeros((pad, t), v.dtype)]) for k, v in batch.items()
                 }
+            if mesh is not None:
+                batch = global_batch(batch, mesh)
             k = jax.random.fold_in(jax.random.fold_in(key, d), start)
-            nll = np.asarray(jax.device_get(nll_fn(batch, k)), np.float64)
-            mask = batch["mask"].astype(np.float64)
-            sums += (nll * mask).sum(0)
-            counts += mask.sum(0)
+            s, c = jax.device_get(position_sums(nll_fn(batch, k), batch["mask"]))
+            sums += np.asarray(s, np.float64)
+            counts += np.asarray(c, np.float64)
     return NLLSums(
         by_position=sums / draws,
         count_by_position=counts / draws,

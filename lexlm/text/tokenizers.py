@@ -27,9 +27,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from etils import epath
 from jaxtyping import Int32
 
 from lexlm.errors import ConfigError
+from lexlm.paths import as_path
 
 PAD_ID = 0
 EOS_ID = 1
@@ -89,12 +91,12 @@ class Tokenizer(abc.ABC):
         """Decodes ids that contain neither pad nor eos."""
 
     @abc.abstractmethod
-    def _config(self, directory: str) -> dict[str, Any]:
+    def _config(self, directory: epath.Path) -> dict[str, Any]:
         """Writes the kind's own files to `directory`; returns what `_from_config` needs."""
 
     @classmethod
     @abc.abstractmethod
-    def _from_config(cls, config: dict[str, Any], directory: str) -> Tokenizer: ...
+    def _from_config(cls, config: dict[str, Any], directory: epath.Path) -> Tokenizer: ...
 
     def reset_stats(self) -> None:
         self.last_unknown_count = 0
@@ -121,15 +123,15 @@ class Tokenizer(abc.ABC):
         return EOS_TEXT.join(parts)
 
     def save(self, directory: str | os.PathLike) -> str:
-        """Writes `tokenizer.json` (and the kind's files) into `directory`; returns its path."""
-        directory = os.fspath(directory)
-        os.makedirs(directory, exist_ok=True)
+        """Writes `tokenizer.json` (and the kind's files) into `directory` (an epath: local or
+        a bucket); returns the path of `tokenizer.json`."""
+        directory = as_path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         config = {"kind": self.kind, "format_version": _FORMAT_VERSION}
         config.update(self._config(directory))
-        path = os.path.join(directory, CONFIG_FILE)
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(config, f, indent=1)
-        return path
+        path = directory / CONFIG_FILE
+        path.write_text(json.dumps(config, indent=1), encoding="utf-8")
+        return os.fspath(path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
@@ -169,11 +171,11 @@ class ByteTokenizer(Tokenizer):
             raw = b"".join(bytes([i - NUM_SPECIAL]) if ok else unk for i, ok in zip(ids, is_byte))
         return raw.decode("utf-8", errors="replace")
 
-    def _config(self, directory: str) -> dict[str, Any]:
+    def _config(self, directory: epath.Path) -> dict[str, Any]:
         return {}
 
     @classmethod
-    def _from_config(cls, config: dict[str, Any], directory: str) -> ByteTokenizer:
+    def _from_config(cls, config: dict[str, Any], directory: epath.Path) -> ByteTokenizer:
         return cls()
 
 
@@ -240,12 +242,12 @@ class CharTokenizer(Tokenizer):
         table = self._id_to_text
         return "".join(table[i] if 0 <= i < len(table) else UNK_TEXT for i in ids.tolist())
 
-    def _config(self, directory: str) -> dict[str, Any]:
+    def _config(self, directory: epath.Path) -> dict[str, Any]:
         # Code points, not characters, so the JSON survives any editor or encoding.
         return {"code_points": [ord(c) for c in self.chars]}
 
     @classmethod
-    def _from_config(cls, config: dict[str, Any], directory: str) -> CharTokenizer:
+    def _from_config(cls, config: dict[str, Any], directory: epath.Path) -> CharTokenizer:
         return cls([chr(c) for c in config["code_points"]])
 
 
@@ -363,16 +365,14 @@ class SubwordTokenizer(Tokenizer):
     def _decode_segment(self, ids: np.ndarray) -> str:
         return self._sp.decode([int(i) for i in ids])
 
-    def _config(self, directory: str) -> dict[str, Any]:
-        with open(os.path.join(directory, self.model_file), "wb") as f:
-            f.write(self._model_proto)
+    def _config(self, directory: epath.Path) -> dict[str, Any]:
+        (directory / self.model_file).write_bytes(self._model_proto)
         sha256 = hashlib.sha256(self._model_proto).hexdigest()
         return {"model_file": self.model_file, "sha256": sha256}
 
     @classmethod
-    def _from_config(cls, config: dict[str, Any], directory: str) -> SubwordTokenizer:
-        with open(os.path.join(directory, config["model_file"]), "rb") as f:
-            proto = f.read()
+    def _from_config(cls, config: dict[str, Any], directory: epath.Path) -> SubwordTokenizer:
+        proto = (directory / config["model_file"]).read_bytes()
         if hashlib.sha256(proto).hexdigest() != config.get("sha256", ""):
             raise ValueError(f"{directory}: {config['model_file']} does not match its sha256")
         return cls(proto)
@@ -436,12 +436,11 @@ def build_tokenizer(
 
 def load_tokenizer(directory: str | os.PathLike) -> Tokenizer:
     """Loads what `Tokenizer.save` wrote."""
-    directory = os.fspath(directory)
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(path):
+    directory = as_path(directory)
+    path = directory / CONFIG_FILE
+    if not path.exists():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {directory}")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
+    config = json.loads(path.read_text(encoding="utf-8"))
     kind = config.get("kind")
     if kind not in _KINDS:
         raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; allowed: {UNIT_KINDS}")

@@ -7,6 +7,8 @@ semi mask) from the step key, so each training sequence sees a new random table.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -26,6 +28,21 @@ def embedding_inputs(cfg: LMConfig, key: jax.Array, batch_size: int, train: bool
             mask_key, batch_size, cfg.vocab_size, cfg.semi_p
         )
     return out
+
+
+# LMConfig fields that change how a model computes or initialises, not the shape of its state:
+# a run may resume with other values of these (say, cudnn attention on a GPU).
+RUNTIME_FIELDS = ("dtype", "attention", "vocab_chunk", "remat", "semi_p", "position_std", "qkv_std")
+
+
+def lm_identity(cfg: LMConfig) -> dict:
+    """The config fields that shape an LM's train state, under their config names."""
+    names = {"vocab_size": "vocab_size", "max_len": "seq_len"}
+    return {
+        names.get(f.name, f"model.{f.name}"): getattr(cfg, f.name)
+        for f in dataclasses.fields(cfg)
+        if f.name not in RUNTIME_FIELDS
+    }
 
 
 def lm_nll(model: TransformerLM, params, batch: dict, key: jax.Array, train: bool = True):
@@ -49,4 +66,4 @@ def make_lm_task(cfg: LMConfig, seq_len: int, name: str = "lm") -> Task:
         mean = jnp.sum(nll * mask) / jnp.maximum(tokens, 1.0)
         return mean, {"tokens": tokens}
 
-    return Task(init=init, loss=loss, name=name)
+    return Task(init=init, loss=loss, name=name, identity=lm_identity(cfg))

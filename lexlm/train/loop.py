@@ -21,11 +21,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, no_type_check
 
 import jax
@@ -37,6 +37,7 @@ from flax import linen as nn
 from flax import struct
 
 from lexlm.errors import ConfigError, TrainingError
+from lexlm.paths import as_path
 from lexlm.train import sharding as shd
 from lexlm.train.checkpoint import Checkpointer
 from lexlm.train.metrics_writer import MetricsWriter
@@ -54,11 +55,14 @@ class Task:
     init: key -> parameter tree, leaves may be ``nn.Partitioned`` (logical axis names).
     loss: (params, batch, key) -> (mean loss, metrics). Metrics are scalars; a ``tokens`` entry
       (number of predicted units in the batch) drives the tokens/s figure.
+    identity: the config fields that shape the train state, recorded with every checkpoint and
+      named when a checkpoint of another state is found (``lexlm.train.checkpoint``).
     """
 
     init: Callable[[jax.Array], Any]
     loss: LossFn
     name: str = "task"
+    identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # The annotations describe a live state. jax rebuilds a pytree dataclass through ``__init__``
@@ -248,7 +252,7 @@ def train(
     cfg,
     task: Task,
     batches: Iterator[dict[str, np.ndarray]],
-    workdir: str | Path,
+    workdir: str | os.PathLike,
     *,
     hooks: Sequence[Hook] = (),
     resume: bool = True,
@@ -261,12 +265,15 @@ def train(
     """
     maybe_initialize_distributed(cfg)
     mesh_shape = validate_train_config(cfg)
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     mesh = shd.make_mesh(mesh_shape)
     fns = build_state(task, cfg, mesh)
     step_fn = make_train_step(task, fns)
     ckpt = Checkpointer(
-        workdir / "checkpoints", keep=int(cfg.keep), async_save=bool(cfg.ckpt_async)
+        workdir / "checkpoints",
+        keep=int(cfg.keep),
+        async_save=bool(cfg.ckpt_async),
+        identity_fields=task.identity,
     )
     init_key, base_key = jax.random.split(jax.random.key(int(cfg.seed)))
 
