@@ -24,6 +24,7 @@ from lexlm.nn import LMConfig, TransformerLM
 from lexlm.paths import as_path
 from lexlm.train import make_lm_task, train, validate_train_config
 from lexlm.train.lm_task import lm_nll
+from lexlm.train.loop import maybe_initialize_distributed
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,11 @@ def lm_config(cfg, vocab_size: int) -> LMConfig:
 
 
 def validate(cfg) -> None:
-    """Every field that can be checked before data is read or anything compiled."""
+    """Every field that can be checked before data is read or anything compiled (after
+    ``jax.distributed`` is initialised, when ``train.distributed``: devices are counted here)."""
     from lexlm.data import validate_data_config
 
+    maybe_initialize_distributed(cfg.train)
     validate_data_config(cfg.data)
     validate_train_config(cfg.train)
     if int(cfg.seq_len) <= 0:
@@ -129,6 +132,7 @@ def restore_lm(workdir: str | os.PathLike, step: int | None = None, vocab_size: 
     ``vocab_size`` overrides the tokenizer's, for runs trained with extra ids (``train_run``)."""
     workdir = as_path(workdir)
     cfg, tok = load_run(workdir)
+    maybe_initialize_distributed(cfg.train)
     model_cfg = lm_config(cfg, vocab_size or tok.vocab_size)
     task = make_lm_task(model_cfg, int(cfg.seq_len))
     params, restored_step, _ = restore_params(task, cfg.train, workdir, step)

@@ -85,9 +85,12 @@ class PatternBatches:
     and dtypes as every other batch, so the compiled step is the reference one).
     """
 
-    def __init__(self, batch_size: int = BATCH, seq_len: int = SEQ, seed: int = 0, nan_at=None):
+    def __init__(
+        self, batch_size: int = BATCH, seq_len: int = SEQ, seed: int = 0, nan_at=None, rows=None
+    ):
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, seed
         self.nan_at = nan_at
+        self.rows = rows  # (start, stop): this process's rows of every global batch
         self.index = 0
 
     def __iter__(self):
@@ -113,6 +116,8 @@ class PatternBatches:
     def __next__(self):
         out = self.batch(self.index)
         self.index += 1
+        if self.rows is not None:
+            out = {k: v[self.rows[0] : self.rows[1]] for k, v in out.items()}
         return out
 
     def get_state(self) -> dict:
@@ -337,6 +342,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hook-sleep", type=float, default=0.0)
     p.add_argument("--out", default=None)
     p.add_argument("--data", default=None, help="lm: a text file to train on")
+    p.add_argument("--coordinator", default="", help="train: jax.distributed coordinator")
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--process-id", type=int, default=0)
     p.add_argument(
         "--kill-during-save",
         type=int,
@@ -451,8 +459,22 @@ def _job(args) -> None:
         _lm_eval_job(args)
         return
     cfg = train_config(mesh=args.mesh, steps=args.steps, ckpt_every=args.ckpt_every)
-    result = train(cfg, tiny_task(args.embedding), PatternBatches(), args.workdir, hooks=hooks)
-    np.savez(out, **flat(result.state.params))
+    batches = PatternBatches()
+    if args.coordinator:  # one of several processes: its share of every global batch
+        cfg.update(
+            distributed=True,
+            coordinator_address=args.coordinator,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
+        per_process = BATCH // args.num_processes
+        batches.rows = (args.process_id * per_process, (args.process_id + 1) * per_process)
+    result = train(cfg, tiny_task(args.embedding), batches, args.workdir, hooks=hooks)
+    import jax
+
+    params = flat(result.state.params)  # replicated over the mesh: every process has them
+    if jax.process_index() == 0:
+        np.savez(out, **params)
     summary = {
         "start_step": result.start_step,
         "final_step": result.final_step,

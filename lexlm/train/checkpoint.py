@@ -180,6 +180,11 @@ class Checkpointer:
         )
         self._manager.save(step, args=args, force=True)
 
+    def reached_preemption(self, step: int) -> bool:
+        """Whether all processes agreed to save and stop at ``step`` after a preemption notice
+        (orbax, through JAX's coordination service; needs ``jax.distributed``)."""
+        return bool(self._manager.reached_preemption(step))
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 

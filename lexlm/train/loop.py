@@ -94,6 +94,9 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.keep = 3
     c.ckpt_async = False
     c.distributed = False  # jax.distributed.initialize() before anything else
+    c.coordinator_address = ""  # host:port of process 0 ('' : from the environment)
+    c.num_processes = -1  # -1: from the environment
+    c.process_id = -1  # -1: from the environment
     c.tensorboard = True
     c.progress = True
     return c
@@ -123,8 +126,32 @@ def validate_train_config(cfg, n_devices: int | None = None) -> tuple[int, int, 
 
 
 def maybe_initialize_distributed(cfg) -> None:
-    if cfg.get("distributed", False) and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    """``jax.distributed.initialize`` when ``train.distributed``, before anything touches a device.
+
+    Its arguments come from the config (``train.coordinator_address``, ``train.num_processes``,
+    ``train.process_id``; empty or -1 means unset), else from the environment. JAX detects TPU
+    pods (no arguments needed), SLURM, Open MPI and Kubernetes itself and reads
+    ``JAX_COORDINATOR_ADDRESS``; for other clusters lexlm reads ``LEXLM_NUM_PROCESSES`` and
+    ``LEXLM_PROCESS_ID``. CPU collectives between processes go through gloo.
+    """
+    if not cfg.get("distributed", False) or jax.distributed.is_initialized():
+        return
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    address = str(
+        cfg.get("coordinator_address", "") or os.environ.get("JAX_COORDINATOR_ADDRESS", "")
+    )
+    count = int(cfg.get("num_processes", -1))
+    count = count if count > 0 else int(os.environ.get("LEXLM_NUM_PROCESSES", -1))
+    index = int(cfg.get("process_id", -1))
+    index = index if index >= 0 else int(os.environ.get("LEXLM_PROCESS_ID", -1))
+    kwargs: dict[str, Any] = {}
+    if address:
+        kwargs["coordinator_address"] = address
+    if count > 0:
+        kwargs["num_processes"] = count
+    if index >= 0:
+        kwargs["process_id"] = index
+    jax.distributed.initialize(**kwargs)
 
 
 @dataclasses.dataclass
@@ -217,14 +244,18 @@ def put_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
 
 
 class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
+    """Turns SIGTERM into a flag the loop checks after each step (main thread only).
 
-    def __init__(self):
+    Not used on several processes, where JAX's own preemption notifier handles SIGTERM and
+    ``reached_preemption`` names the common step to save at."""
+
+    def __init__(self, enabled: bool = True):
         self.set = False
+        self.enabled = enabled
         self._previous = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -332,8 +363,9 @@ def train(
 
     stopped_by = "steps"
     step = start
+    coordinated = jax.process_count() > 1
     try:
-        with _SigtermFlag() as sigterm:
+        with _SigtermFlag(enabled=not coordinated) as sigterm:
             while step < total:
                 batch = put_batch(next(batches), mesh)
                 state, metrics = step_fn(state, batch, base_key)
@@ -346,7 +378,9 @@ def train(
                 saved = False
                 # Read the flag once: a SIGTERM that arrives later (say, during a hook) is
                 # acted on after the next step, which then saves, instead of stopping unsaved.
-                stop = sigterm.set
+                # On several processes the preemption notice goes through JAX's coordination
+                # service: every host stops and saves at the same agreed step.
+                stop = ckpt.reached_preemption(step) if coordinated else sigterm.set
                 if step % int(cfg.ckpt_every) == 0 or step == total or stop:
                     flush()  # never checkpoint past a non-finite loss
                     data_state = batches.get_state() if hasattr(batches, "get_state") else None

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import jax
-import numpy as np
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -49,11 +48,36 @@ def resolve_mesh_shape(shape, n_devices: int, field: str = "train.mesh") -> tupl
     return shape
 
 
+def num_slices(devices=None) -> int:
+    """How many TPU slices (multi-slice / DCN-connected groups) the devices span."""
+    devices = jax.devices() if devices is None else devices
+    return len({getattr(d, "slice_index", 0) for d in devices})
+
+
 def make_mesh(shape) -> Mesh:
-    """A (data, fsdp, tensor) mesh with Auto axis types (GSPMD propagation) on all devices."""
+    """A (data, fsdp, tensor) mesh with Auto axis types (GSPMD propagation) on all devices.
+
+    Devices are laid out by ``jax.make_mesh``, which follows the physical topology (TPU torus,
+    NVLink islands), so the fsdp and tensor axes land on the fastest links. On several TPU
+    slices the data axis spans the slices (``create_hybrid_device_mesh``: data over the
+    data-centre network, everything else inside a slice); ``data`` must then divide by the
+    number of slices.
+    """
     shape = resolve_mesh_shape(shape, jax.device_count())
-    devices = np.asarray(jax.devices()).reshape(shape)
-    return Mesh(devices, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    slices = num_slices()
+    if slices > 1:
+        from jax.experimental import mesh_utils
+
+        if shape[0] % slices:
+            raise ConfigError(
+                "train.mesh", f"data axis {shape[0]} does not divide over {slices} slices"
+            )
+        devices = mesh_utils.create_hybrid_device_mesh(
+            (shape[0] // slices, shape[1], shape[2]), (slices, 1, 1), jax.devices()
+        )
+        return Mesh(devices, MESH_AXES, axis_types=axis_types)
+    return jax.make_mesh(shape, MESH_AXES, axis_types=axis_types)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
