@@ -112,6 +112,7 @@ def train_run(
         batch_size=per_host_batch,
         seed=int(cfg.data.seed),
         worker_count=int(cfg.data.get("worker_count", 0)),
+        read_threads=int(cfg.data.get("read_threads", 0)),
     )
     batches = iter(dataset) if wrap is None else wrap(iter(dataset))
     task = make_lm_task(model_cfg, int(cfg.seq_len), name=workdir.name)

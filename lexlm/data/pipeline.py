@@ -6,7 +6,7 @@ Training (`lm_train_dataset`):
     -> this host's documents: records[process_index::process_count] (disjoint across hosts)
     -> shuffle(seed) -> repeat() (infinite; each epoch reshuffled, deterministically)
     -> map: decode + strip + tokenize + append eos (an empty document gives no tokens)
-    -> to_iter_dataset()
+    -> to_iter_dataset(ReadOptions(num_threads=read_threads))
     -> pack: concatenate documents and cut windows of T + 1 tokens (no token dropped)
     -> batch(B, drop_remainder=True) -> [mp_prefetch(worker_count) when worker_count > 0]
 
@@ -18,6 +18,12 @@ run continues exactly where it stopped.
 Evaluation (`lm_eval_windows`): the split's documents in order, each followed by eos, after a
 leading eos that gives the first token a context; cut into back-to-back windows of T targets
 so every token is a target exactly once; the last window is padded and masked.
+
+Read-ahead: by default (`read_threads=0`) documents are read and tokenized in the training
+thread, between two asynchronous step dispatches, where they cost about 3 ms of CPU per tiny
+batch. grain's own default (16 read-ahead threads) made the tiny character LM train 17% slower
+on 2 cores (`experiments/bench/pipeline.py`): the threads fight the step's compute threads
+for the cores. Raise `read_threads` for slow storage (a bucket) on hosts with cores to spare.
 
 We use the `IterDataset` API rather than `DataLoader`; with `worker_count > 0` the pipeline
 runs in `mp_prefetch` worker processes (grain's workers read absl flags, so we mark them parsed
@@ -87,6 +93,7 @@ def lm_train_dataset(
     process_count: int | None = None,
     *,
     worker_count: int = 0,
+    read_threads: int = 0,
 ):
     """An infinite grain `IterDataset` of packed batches for this host.
 
@@ -110,7 +117,10 @@ def lm_train_dataset(
     tokenize = _Tokenize(tokenizer)
     docs = records.shuffle(seed=seed).repeat().map(tokenize)
     # A run of 2n + 1 empty documents spans a whole epoch, so then every document is empty.
-    packed = PackIterDataset(docs.to_iter_dataset(), seq_len + 1, max_empty_run=2 * len(records))
+    read = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=4 * read_threads)
+    packed = PackIterDataset(
+        docs.to_iter_dataset(read), seq_len + 1, max_empty_run=2 * len(records)
+    )
     ds = packed.batch(batch_size, drop_remainder=True)
     if worker_count > 0:
         from absl import flags

@@ -46,9 +46,13 @@ DEFAULT_DATA_DIR = "~/.cache/lexlm/tfds"
 
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
-    """`data_dir` if given, else $LEXLM_DATA_DIR, else ~/.cache/lexlm/tfds (user-expanded)."""
+    """`data_dir` if given, else $LEXLM_DATA_DIR, else ~/.cache/lexlm/tfds (user-expanded).
+
+    A bucket (``gs://...``) is kept as written, so every pod worker reads one prepared copy."""
     chosen = os.fspath(data_dir) if data_dir else ""
     chosen = chosen or os.environ.get("LEXLM_DATA_DIR", "") or DEFAULT_DATA_DIR
+    if "://" in chosen:
+        return chosen
     return os.path.abspath(os.path.expanduser(chosen))
 
 
@@ -123,6 +127,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     cfg.vocab_size = 0  # subword: required (> 259); char: maximum (0 = all characters)
     cfg.seed = 0
     cfg.worker_count = 0  # grain worker processes (0: tokenize in this process)
+    cfg.read_threads = 0  # grain read-ahead threads (0: read in the training thread; see pipeline)
     return cfg
 
 
@@ -208,6 +213,7 @@ def validate_data_config(data_cfg: Any, *, check_tfds_name: bool = True) -> None
         raise ConfigError("data.vocab_size", f"must be 0 (all) or > {NUM_SPECIAL} for char")
     _int_field(data_cfg, "seed", 0)
     _int_field(data_cfg, "worker_count", 0)
+    _int_field(data_cfg, "read_threads", 0)
 
 
 def tfds_builder(data_cfg: Any):

@@ -1,0 +1,176 @@
+"""Compiled-memory planning: per-device bytes of a config's train step on a mesh of N devices.
+
+    python -m experiments.bench.memory --size 150m --devices 8,64
+    python -m experiments.bench.memory --size paper --devices 8,64 --mesh data   # no FSDP
+    python -m experiments.bench.memory --size 150m --devices 64 --tensor 4      # fsdp x tensor
+
+Runs on any machine: the devices are fake host CPU devices
+(``--xla_force_host_platform_device_count``, set before jax starts), and the train step
+(forward, backward, AdamW) is lowered and compiled for each mesh, never run. For each device
+count N it prints, per device:
+
+* parameters and optimizer state: the bytes of each leaf's shard under the shardings lexlm's
+  rules give it on that mesh (exact: shard shape x dtype, summed over leaves);
+* activations and workspace: ``temp`` from the compiled program's memory analysis;
+* the program's argument / output bytes (arguments = state + batch shard; the donated state
+  is counted in both, ``alias``).
+
+With ``--mesh fsdp`` (default) the mesh is (1, N / tensor, tensor): parameters and optimizer
+moments are split over fsdp x tensor, so their bytes per device should fall as about 1/N; the
+last column prints (params + optimizer) per device x N / unsharded, which is 1.0 for a perfect
+split (dimensions that an axis does not divide stay replicated and push it above 1). The batch
+is ``--per-device-batch`` rows per data-parallel device. CPU compiles make CPU choices
+(fusion, layouts), so absolute temp bytes differ on GPU/TPU; the parameter and optimizer bytes
+do not depend on the backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", choices=("tiny", "150m", "paper"), default="150m")
+    p.add_argument("--devices", default="8,64", help="comma-separated device counts")
+    p.add_argument("--mesh", choices=("fsdp", "data"), default="fsdp")
+    p.add_argument("--tensor", type=int, default=1, help="tensor-parallel size (fsdp mesh)")
+    p.add_argument("--per-device-batch", type=int, default=1)
+    p.add_argument("--seq", type=int, help="context length (default: the size's)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16")
+    p.add_argument("--remat", action="store_true", help="rematerialise each block")
+    return p.parse_args(argv)
+
+
+def force_devices(n: int) -> None:
+    """Asks XLA for ``n`` host devices; must run before jax initialises its backends."""
+    if "jax" in sys.modules:
+        import jax
+
+        if jax.device_count() >= n:
+            return
+        raise SystemExit(f"jax already started with {jax.device_count()} devices; need {n}")
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def shard_bytes(abstract_tree) -> int:
+    """Bytes one device holds of a tree of sharded ``ShapeDtypeStruct``s."""
+    import jax
+    import numpy as np
+
+    total = 0
+    for leaf in jax.tree.leaves(abstract_tree):
+        shape = leaf.sharding.shard_shape(leaf.shape)
+        total += int(np.prod(shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+    return total
+
+
+def mesh_shape(n: int, kind: str, tensor: int) -> tuple[int, int, int]:
+    if kind == "data":
+        return (n, 1, 1)
+    if n % tensor:
+        raise SystemExit(f"--tensor {tensor} does not divide {n} devices")
+    return (1, n // tensor, tensor)
+
+
+def plan(args, n: int, unsharded: int | None) -> dict:
+    import jax
+    from jax.sharding import AxisType, Mesh
+
+    from experiments.bench import common
+    from lexlm.train import sharding as shd
+
+    shape = mesh_shape(n, args.mesh, args.tensor)
+    devices = __import__("numpy").asarray(jax.devices()[:n]).reshape(shape)
+    mesh = Mesh(devices, shd.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+    seq = args.seq or common.SIZES[args.size]["seq_len"]
+    cfg = common.lm_config(args.size, seq, dtype=args.dtype, attention="xla", remat=args.remat)
+    batch = args.per_device_batch * shape[0] * shape[1]
+    step = common.LMStep(cfg, seq, batch, mesh)
+    step.compile()
+    mem = common.memory_stats(step.compiled)
+    params = shard_bytes(step.fns.abstract.params)
+    opt = shard_bytes(step.fns.abstract.opt_state)
+    return dict(
+        devices=n,
+        mesh=list(shape),
+        batch=batch,
+        seq=seq,
+        params_per_device=params,
+        optimizer_per_device=opt,
+        temp_per_device=mem["temp"],
+        argument_per_device=mem["argument"],
+        output_per_device=mem["output"],
+        alias_per_device=mem["alias"],
+        compile_s=round(step.compile_s, 1),
+    )
+
+
+def size(n: float) -> str:
+    return f"{n / 2**30:.3f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
+
+
+def split_ratio(row: dict, unsharded: int) -> float:
+    """(params + optimizer) per device x N / unsharded: 1.0 is a perfect 1/N split."""
+    return (row["params_per_device"] + row["optimizer_per_device"]) * row["devices"] / unsharded
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    counts = [int(x) for x in args.devices.split(",") if x]
+    force_devices(max(counts))
+    import jax
+    from jax.sharding import AxisType, Mesh
+
+    from experiments.bench import common
+    from lexlm.train import sharding as shd
+
+    one = Mesh(
+        __import__("numpy").asarray(jax.devices()[:1]).reshape(1, 1, 1),
+        shd.MESH_AXES,
+        axis_types=(AxisType.Auto,) * 3,
+    )
+    seq = args.seq or common.SIZES[args.size]["seq_len"]
+    cfg = common.lm_config(args.size, seq, dtype=args.dtype, attention="xla", remat=args.remat)
+    ref = common.LMStep(cfg, seq, 1, one)  # built, not compiled: shapes only
+    unsharded = shard_bytes(ref.fns.abstract.params) + shard_bytes(ref.fns.abstract.opt_state)
+    print(
+        f"memory plan: size={args.size} V={cfg.vocab_size} D={cfg.width} L={cfg.depth} "
+        f"H={cfg.heads} T={seq} dtype={cfg.dtype} remat={cfg.remat} mesh={args.mesh} "
+        f"(data, fsdp, tensor); {ref.param_count():,} parameters; unsharded params + AdamW "
+        f"state {size(unsharded)}; fake {jax.default_backend()} devices"
+    )
+    print(
+        "| devices | mesh | batch | params / device | optimizer / device | temp (activations) "
+        "/ device | argument / device | (params + opt) x N / unsharded |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    for n in counts:
+        row = plan(args, n, unsharded)
+        row["split_ratio"] = round(split_ratio(row, unsharded), 4)
+        rows.append(row)
+        print(
+            f"| {n} | {tuple(row['mesh'])} | {row['batch']} | "
+            f"{size(row['params_per_device'])} | "
+            f"{size(row['optimizer_per_device'])} | {size(row['temp_per_device'])} | "
+            f"{size(row['argument_per_device'])} | {row['split_ratio']:.3f} |"
+        )
+    record = dict(
+        bench="memory",
+        size=args.size,
+        mesh_kind=args.mesh,
+        dtype=args.dtype,
+        unsharded_params_optimizer=unsharded,
+        rows=rows,
+    )
+    common.print_json(record)
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""The arithmetic behind the benchmark figures the README reports, on cases with known answers
+(the benchmarks themselves are scripts, not tests)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec
+
+from experiments.bench import memory
+
+
+def test_shard_bytes_counts_each_leaf_once_per_device():
+    mesh = jax.make_mesh((1,), ("x",))
+    sharding = NamedSharding(mesh, PartitionSpec())
+    tree = {
+        "w": jax.ShapeDtypeStruct((4, 6), np.float32, sharding=sharding),
+        "b": jax.ShapeDtypeStruct((6,), np.dtype("bfloat16"), sharding=sharding),
+        "count": jax.ShapeDtypeStruct((), np.int32, sharding=sharding),
+    }
+    assert memory.shard_bytes(tree) == 4 * 6 * 4 + 6 * 2 + 4
+
+
+def test_split_ratio_is_one_for_a_perfect_split():
+    row = {"devices": 8, "params_per_device": 100, "optimizer_per_device": 200}
+    assert memory.split_ratio(row, unsharded=2400) == pytest.approx(1.0)
+    # one replicated 80-byte vector on every device on top of the perfect split
+    row = {"devices": 8, "params_per_device": 110, "optimizer_per_device": 200}
+    assert memory.split_ratio(row, unsharded=2400) == pytest.approx(2480 / 2400)
+
+
+def test_mesh_shapes():
+    assert memory.mesh_shape(64, "fsdp", 1) == (1, 64, 1)
+    assert memory.mesh_shape(64, "fsdp", 4) == (1, 16, 4)
+    assert memory.mesh_shape(8, "data", 4) == (8, 1, 1)
+    with pytest.raises(SystemExit, match="does not divide"):
+        memory.mesh_shape(8, "fsdp", 3)
