@@ -2,9 +2,11 @@
 
     python -m experiments.evaluate --workdir runs/lm_tiny [--split test] [--step 300]
 
-Writes ``eval_<split>.json`` (loss, bits per byte and per character, perplexity, loss by
-position) and ``loss_by_position_<split>.png`` into the run directory. The checkpoint is
-restored into this machine's devices, whatever mesh wrote it.
+Writes ``eval_<split>_<step>.json`` (loss, bits per byte and per character, perplexity, loss
+by position) into the run directory, never overwriting another step's; ``eval_<split>.json``
+and ``loss_by_position_<split>.png`` follow the newest evaluated step, so ``--step`` on an old
+checkpoint leaves them alone. The checkpoint is restored into this machine's devices (all of
+them: evaluation is data parallel), whatever mesh wrote it; the workdir may be a bucket.
 """
 
 from __future__ import annotations

@@ -55,6 +55,15 @@ def restore_symbol_lm(workdir: str | os.PathLike, step: int | None = None):
     return model, params, tok, layout, cfg, restored
 
 
+def semi_twin(cfg):
+    """The same model as a 'semi' one, so that chosen ids can get random rows at evaluation.
+
+    It takes the trained model's parameters as they are: the logit scale is pinned to what the
+    trained model had ('auto' resolves differently for 'learned' and 'semi')."""
+    scale = "learned" if cfg.learned_logit_scale else "none"
+    return dataclasses.replace(cfg, embedding="semi", logit_scale=scale)
+
+
 def answer_accuracy(logits, targets, answer) -> tuple[int, int]:
     """(correct, total) of argmax(logits) == targets over answer positions (full vocabulary)."""
     pred = np.argmax(np.asarray(logits), axis=-1)
@@ -182,8 +191,9 @@ def evaluate_symbol_run(c, workdir: str | os.PathLike) -> dict:
         for name, sets in rows.items()
     }
     if not lexinv:
-        semi = TransformerLM(dataclasses.replace(model.cfg, embedding="semi"))
-        randomised = correct_function(semi, params, random_ids=layout.heldout_ids)
+        randomised = correct_function(
+            TransformerLM(semi_twin(model.cfg)), params, random_ids=layout.heldout_ids
+        )
         symbols["heldout_random_rows"] = _summary(
             {
                 task: symbol_accuracy(randomised, r, key, int(c.eval_draws), bs)

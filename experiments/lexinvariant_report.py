@@ -162,7 +162,7 @@ def report_section(f: dict) -> str:
         "## Lexinvariant language models (Huang et al., 2023)",
         "",
         "Standard LM (learned tied embedding) vs lexinvariant LM (per-sequence Gaussian "
-        "embedding, tied random unembedding, learned logit scale): same size, data, "
+        "embedding, tied random unembedding, learned logit scale, copy readout): same size, data, "
         "vocabulary and steps; evaluated from checkpoints; lexinvariant losses averaged over "
         "embedding draws.",
         "",

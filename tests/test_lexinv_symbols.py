@@ -253,6 +253,28 @@ def test_correct_function_matches_answer_accuracy_on_a_tiny_model():
     assert int(rnd(tokens, targets, answer, jax.random.key(0))[1]) == want[1]
 
 
+def test_semi_twin_takes_a_standard_models_parameters():
+    # A learned model (logit scale 'auto' -> none) evaluated with random rows for chosen ids:
+    # its semi twin must accept its parameters, and with no id randomised it is the same model.
+    import jax
+    import jax.numpy as jnp
+
+    from lexlm.nn import LMConfig, TransformerLM
+
+    cfg = LMConfig(vocab_size=24, width=16, depth=1, heads=2, max_len=16)
+    model = TransformerLM(cfg)
+    tokens = np.random.default_rng(0).integers(3, 24, (3, 16)).astype(np.int32)
+    params = model.init(jax.random.key(0), jnp.asarray(tokens))["params"]
+    targets = np.roll(tokens, -1, axis=1)
+    answer = np.ones((3, 16), bool)
+    twin = TransformerLM(ev.semi_twin(cfg))
+    assert twin.cfg.embedding == "semi" and not twin.cfg.learned_logit_scale
+    key = jax.random.key(0)
+    plain = ev.correct_function(model, params)(tokens, targets, answer, key)
+    none_random = ev.correct_function(twin, params, random_ids=np.array([], np.int32))
+    assert [int(x) for x in none_random(tokens, targets, answer, key)] == [int(x) for x in plain]
+
+
 def test_context_guess_is_one_over_the_distinct_symbols_seen():
     rows = {
         "inputs": np.array([[1, 100, 101, 6, 100, 0], [1, 102, 6, 0, 0, 0]]),

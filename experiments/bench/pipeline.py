@@ -1,7 +1,7 @@
 """Input pipeline off the critical path: training steps/s with real data vs in-memory batches.
 
-    python -m experiments.bench.pipeline                 # the tiny configs, 2 rounds of 80 steps
-    python -m experiments.bench.pipeline --steps 120 --rounds 3
+    python -m experiments.bench.pipeline                 # the tiny configs, 4 rounds of 80 steps
+    python -m experiments.bench.pipeline --steps 120 --rounds 4 --only subword
 
 For each tiny config of the LM experiments (the baseline character LM, and the lexinvariant
 experiment's character and 512-subword runs), lexlm's trainer runs the same number of steps
@@ -36,9 +36,10 @@ import time
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=80)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--full", action="store_true", help="also time the full-config pipeline")
+    p.add_argument("--only", default="", help="run only the configs whose name contains this")
     return p.parse_args(argv)
 
 
@@ -163,7 +164,8 @@ def main(argv=None) -> dict:
     from experiments.bench import common
 
     args = parse_args(argv)
-    rows = [compare(name, cfg, args) for name, cfg in tiny_configs().items()]
+    configs = {k: v for k, v in tiny_configs().items() if args.only in k}
+    rows = [compare(name, cfg, args) for name, cfg in configs.items()]
     record = dict(bench="pipeline", backend=jax.default_backend(), steps=args.steps, rows=rows)
     if args.full:
         record["full"] = full_pipeline(args)
