@@ -42,7 +42,7 @@ run shares (``base.data`` the text source, ``base.model``, ``base.train``, ``bas
 
 * ``tiny``: the embedded corpus, character units, the 2 x 128 model and context 128 of
   ``experiments/lm.py:tiny``, 10% task rows, 800 steps; the five runs and their evaluation take
-  about ten minutes on two CPU cores::
+  10 to 25 minutes on two CPU cores, depending on their load::
 
       python -m experiments.lexinv_symbols --config experiments/lexinv_symbols.py:tiny \
           --out results [--config.base.train.steps=2000 --config.mix_prob=0.3 \

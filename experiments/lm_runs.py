@@ -144,7 +144,7 @@ def nll_function(model: TransformerLM, params):
     """Per-token NLL at evaluation (fresh random tables per key for lexinvariant), jitted with
     the parameters as an argument, so with sharded parameters (``restore_lm``) the batch is split
     over their mesh rather than recomputed on every device. ``fn.mesh`` is that mesh (or None);
-    pass it to ``accumulate_nll``."""
+    ``accumulate_nll`` places each batch on it."""
     from flax import linen as nn
 
     from lexlm.train import sharding as shd

@@ -62,7 +62,7 @@ def main(argv=None):
         "--extra",
         default="",
         help="comma-separated longer sections to add: symbols (lexinvariant findings 3-4, "
-        "about 12 more minutes on 2 CPU cores)",
+        "10 to 25 more minutes on 2 CPU cores)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
