@@ -189,6 +189,7 @@ def test_command_line_files_override(tmp_path, text_files, monkeypatch, form):
         ("doc_split", "sentence", "data.doc_split"),
         ("chunk_chars", -1, "data.chunk_chars"),
         ("worker_count", -2, "data.worker_count"),
+        ("read_threads", -1, "data.read_threads"),
         ("text_key", "", "data.text_key"),
     ],
 )

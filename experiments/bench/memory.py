@@ -77,18 +77,33 @@ def mesh_shape(n: int, kind: str, tensor: int) -> tuple[int, int, int]:
     return (1, n // tensor, tensor)
 
 
-def plan(args, n: int, unsharded: int | None) -> dict:
+def first_devices_mesh(shape):
+    """A (data, fsdp, tensor) mesh of ``shape`` over the first prod(shape) devices."""
     import jax
+    import numpy as np
     from jax.sharding import AxisType, Mesh
 
-    from experiments.bench import common
     from lexlm.train import sharding as shd
 
-    shape = mesh_shape(n, args.mesh, args.tensor)
-    devices = __import__("numpy").asarray(jax.devices()[:n]).reshape(shape)
-    mesh = Mesh(devices, shd.MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+    devices = np.asarray(jax.devices()[: int(np.prod(shape))]).reshape(shape)
+    return Mesh(devices, shd.MESH_AXES, axis_types=(AxisType.Auto,) * len(shd.MESH_AXES))
+
+
+def model_config(args):
+    """(LMConfig, context length) of the named size with the command line's options."""
+    from experiments.bench import common
+
     seq = args.seq or common.SIZES[args.size]["seq_len"]
     cfg = common.lm_config(args.size, seq, dtype=args.dtype, attention="xla", remat=args.remat)
+    return cfg, seq
+
+
+def plan(args, n: int) -> dict:
+    from experiments.bench import common
+
+    shape = mesh_shape(n, args.mesh, args.tensor)
+    mesh = first_devices_mesh(shape)
+    cfg, seq = model_config(args)
     batch = args.per_device_batch * shape[0] * shape[1]
     step = common.LMStep(cfg, seq, batch, mesh)
     step.compile()
@@ -124,18 +139,11 @@ def main(argv=None) -> dict:
     counts = [int(x) for x in args.devices.split(",") if x]
     force_devices(max(counts))
     import jax
-    from jax.sharding import AxisType, Mesh
 
     from experiments.bench import common
-    from lexlm.train import sharding as shd
 
-    one = Mesh(
-        __import__("numpy").asarray(jax.devices()[:1]).reshape(1, 1, 1),
-        shd.MESH_AXES,
-        axis_types=(AxisType.Auto,) * 3,
-    )
-    seq = args.seq or common.SIZES[args.size]["seq_len"]
-    cfg = common.lm_config(args.size, seq, dtype=args.dtype, attention="xla", remat=args.remat)
+    cfg, seq = model_config(args)
+    one = first_devices_mesh((1, 1, 1))
     ref = common.LMStep(cfg, seq, 1, one)  # built, not compiled: shapes only
     unsharded = shard_bytes(ref.fns.abstract.params) + shard_bytes(ref.fns.abstract.opt_state)
     print(
@@ -151,7 +159,7 @@ def main(argv=None) -> dict:
     print("|---|---|---|---|---|---|---|---|")
     rows = []
     for n in counts:
-        row = plan(args, n, unsharded)
+        row = plan(args, n)
         row["split_ratio"] = round(split_ratio(row, unsharded), 4)
         rows.append(row)
         print(

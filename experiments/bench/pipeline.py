@@ -133,7 +133,7 @@ def compare(name: str, cfg, args) -> dict:
     )
 
 
-def full_pipeline(args) -> dict:
+def full_pipeline() -> dict:
     """ms per batch of the pipeline alone at the full configs' shape (256 x 1024 subwords)."""
     from experiments import lm
 
@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
     rows = [compare(name, cfg, args) for name, cfg in configs.items()]
     record = dict(bench="pipeline", backend=jax.default_backend(), steps=args.steps, rows=rows)
     if args.full:
-        record["full"] = full_pipeline(args)
+        record["full"] = full_pipeline()
     common.print_json(record)
     return record
 
