@@ -7,7 +7,10 @@ written up as ``<out>/report.md`` with PNG plots.
    checkpoint, loss by position.
 2. Lexinvariant LMs (``experiments/lexinvariant.py:tiny``): findings 1 and 2, reusing the
    baseline as the standard character LM.
-3. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
+3. Word-pooled tokenization (``experiments/word_pooled.py:tiny``): the word-pooled LM against a
+   character LM and a word-level LM at equal training FLOPs (the byte and subword LMs join in
+   the ``shakespeare`` config, outside the main job's budget).
+4. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
 
 Re-running resumes: finished runs are evaluated again from their checkpoints, not retrained.
 """
@@ -57,7 +60,9 @@ def baseline_section(metrics: dict[str, dict], history: list[dict], train_s: flo
 def main(argv=None):
     parser = argparse.ArgumentParser(description="lexlm main job")
     parser.add_argument("--out", default="results", help="report and run directories")
-    parser.add_argument("--skip", default="", help="comma-separated sections to skip: lexinv")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated sections to skip: lexinv, word_pooled"
+    )
     parser.add_argument(
         "--extra",
         default="",
@@ -90,6 +95,12 @@ def main(argv=None):
         c = lexinvariant.get_config("tiny")
         findings = lexinvariant.run(c, out, reuse={"learned_char": base_dir})
         sections.append(lexinvariant.report_section(findings))
+
+    if "word_pooled" not in skip:
+        from experiments import word_pooled
+
+        findings = word_pooled.run(word_pooled.get_config("main"), out)
+        sections.append(word_pooled.report_section(findings))
 
     extra = set(filter(None, args.extra.split(",")))
     if "symbols" in extra:

@@ -190,8 +190,10 @@ def test_segment_words_latin_and_punctuation():
         "14",
         "...",
     ]
-    assert segment_words("  a\n\tb  ", leading_space=False) == ["a", "b"]
+    # Whitespace runs go to the front of the next word; trailing whitespace is a word.
+    assert segment_words("  a\n\tb  ") == ["  a", "\n\tb", "  "]
     assert segment_words("") == []
+    assert segment_words("   ") == ["   "]
 
 
 def test_segment_words_non_latin_scripts():
@@ -203,21 +205,26 @@ def test_segment_words_non_latin_scripts():
     assert segment_words("東京は晴れ。") == ["東", "京", "は", "晴", "れ", "。"]
     # A combining accent stays on its letter; a digit run stays whole.
     assert segment_words("cafe\u0301 2024") == ["cafe\u0301", " 2024"]
+    # A mark right after whitespace starts a word of its own (and keeps the whitespace).
+    assert segment_words("a \u0301b") == ["a", " \u0301b"]
 
 
-def test_segment_words_join_collapses_whitespace():
-    text = "  One  line,\nthen (another)\t\tline.  "
-    assert "".join(segment_words(text)) == "One line, then (another) line."
+def test_segment_words_join_is_exact():
+    text = "  One  line,\nthen (another)\t\tline.  \n\n"
+    assert "".join(segment_words(text)) == text
 
 
-def test_pad_words_truncates_and_counts():
-    codes, truncated = pad_words(["ab", " abcdef"], max_len=4)
-    assert codes.shape == (2, 4) and codes.dtype == np.int32
+def test_pad_words_splits_over_long_words_into_continuation_pieces():
+    codes, continued, stats = pad_words(["ab", " abcdefghi"], max_len=4)
+    assert codes.shape == (4, 4) and codes.dtype == np.int32
     assert list(codes[0]) == [ord("a"), ord("b"), 0, 0]
-    assert truncated == 1
+    # " abcdefghi" (10 code points) -> " abc" "defg" "hi": nothing dropped, in order.
+    assert ["".join(chr(c) for c in row if c) for row in codes[1:]] == [" abc", "defg", "hi"]
+    assert list(continued) == [False, False, True, True]
+    assert (stats.words, stats.split_words, stats.pieces) == (2, 1, 4)
     tok = ByteTokenizer()
-    codes, truncated = pad_words(["é"], max_len=3, encode=tok.encode)
-    assert list(codes[0]) == [0xC3 + 3, 0xA9 + 3, 0] and truncated == 0
+    codes, continued, stats = pad_words(["é"], max_len=3, encode=tok.encode)
+    assert list(codes[0]) == [0xC3 + 3, 0xA9 + 3, 0] and stats.split_words == 0
 
 
 def test_text_package_imports_no_data_stack():

@@ -320,3 +320,43 @@ def lm_config(size: str, seq_len: int, **overrides) -> LMConfig:
 
 def on_accelerator() -> bool:
     return jax.default_backend() != "cpu"
+
+
+@dataclasses.dataclass
+class TaskStep:
+    """The trainer's train step (build_state + make_train_step) for any ``Task`` and one fixed
+    in-memory batch; ``compile()`` then calling the object runs steps on its own state."""
+
+    task: Any
+    batch: dict
+    mesh: Mesh
+    compiled: Any = None
+    compile_s: float = 0.0
+
+    def __post_init__(self):
+        train_cfg = default_train_config()
+        train_cfg.batch_size = next(iter(self.batch.values())).shape[0]
+        train_cfg.steps = 1_000_000
+        train_cfg.mesh = tuple(self.mesh.devices.shape)
+        self.fns = build_state(self.task, train_cfg, self.mesh)
+        self.step = make_train_step(self.task, self.fns)
+        with jax.set_mesh(self.mesh):
+            self.state = self.fns.init_state(jax.random.key(0))
+        self.arrays = put_batch(self.batch, self.mesh)
+        self.key = jax.random.key(1)
+
+    def compile(self):
+        t0 = time.perf_counter()
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+            self.compiled = self.step.jitted.lower(self.state, self.arrays, self.key).compile()
+        self.compile_s = time.perf_counter() - t0
+        return self.compiled
+
+    def __call__(self):
+        if self.compiled is None:
+            self.compile()
+        self.state, metrics = self.compiled(self.state, self.arrays, self.key)
+        return metrics
+
+    def param_count(self) -> int:
+        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.fns.abstract.params))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -38,6 +39,7 @@ import tensorflow_datasets as tfds
 from lexlm.data.sources import (
     DOC_SPLITS,
     SPLITS,
+    check_heading_pattern,
     check_holdout,
     default_data_dir,
     resolve_text_files,
@@ -149,9 +151,16 @@ class LeeCorpus(tfds.core.GeneratorBasedBuilder):
             yield index, {"text": text.strip()}
 
 
-def split_documents(text: str, doc_split: str) -> list[str]:
-    """Cuts one file's text into documents ('line', 'paragraph' = blank-line separated, 'file')."""
+def split_documents(text: str, doc_split: str, heading_pattern: str = "") -> list[str]:
+    """Cuts one file's text into documents ('line', 'paragraph' = blank-line separated, 'file',
+    'heading' = a new document at every line matching ``heading_pattern``, e.g. one per book
+    of a Bible whose books start with "<name> 1"; text before the first heading is a
+    document of its own)."""
     text = text.replace("\r\n", "\n")
+    if doc_split == "heading":
+        starts = [m.start() for m in check_heading_pattern(heading_pattern).finditer(text)]
+        bounds = sorted({0, *starts, len(text)})
+        return [text[a:b] for a, b in itertools.pairwise(bounds)]
     if doc_split == "line":
         return text.split("\n")
     if doc_split == "paragraph":
@@ -184,12 +193,14 @@ class LocalTextConfig(tfds.core.BuilderConfig):
     paths: tuple[str, ...] = ()
     doc_split: str = "paragraph"
     holdout: tuple[float, float] = (0.05, 0.05)
+    heading_pattern: str = ""
 
 
 def local_text_config(
     files: str | Sequence[str],
     doc_split: str = "paragraph",
     holdout: Sequence[float] = (0.05, 0.05),
+    heading_pattern: str = "",
 ) -> LocalTextConfig:
     """Validates the options and fingerprints the inputs (path, size, mtime of each file)."""
     if doc_split not in DOC_SPLITS:
@@ -197,9 +208,14 @@ def local_text_config(
             "data.doc_split", f"unknown {doc_split!r}; allowed: {', '.join(DOC_SPLITS)}"
         )
     holdout = check_holdout(holdout)
+    if doc_split == "heading":
+        check_heading_pattern(heading_pattern)
+    else:
+        heading_pattern = ""
     paths = tuple(resolve_text_files(files))
     inputs = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
-    blob = json.dumps([LocalText.VERSION.__str__(), inputs, doc_split, holdout])
+    blob = [LocalText.VERSION.__str__(), inputs, doc_split, holdout]
+    blob = json.dumps(blob + ([heading_pattern] if heading_pattern else []))
     fingerprint = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
     shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
     return LocalTextConfig(
@@ -208,6 +224,7 @@ def local_text_config(
         paths=paths,
         doc_split=doc_split,
         holdout=holdout,
+        heading_pattern=heading_pattern,
     )
 
 
@@ -229,12 +246,13 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
         files: str | Sequence[str] | None = None,
         doc_split: str = "paragraph",
         holdout: Sequence[float] = (0.05, 0.05),
+        heading_pattern: str = "",
         config: LocalTextConfig | None = None,
         data_dir: str | os.PathLike | None = None,
         **kwargs,
     ):
         if config is None:
-            config = local_text_config(files, doc_split, holdout)
+            config = local_text_config(files, doc_split, holdout, heading_pattern)
         super().__init__(config=config, data_dir=default_data_dir(data_dir), **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -255,7 +273,7 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
             with open(path, "rb") as f:
                 text, replaced = decode_utf8(f.read())
             stats.replacement_chars += replaced
-            for doc in split_documents(text, config.doc_split):
+            for doc in split_documents(text, config.doc_split, config.heading_pattern):
                 doc = clean_document(doc, stats)
                 if doc:
                     docs.append(doc)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,7 +42,7 @@ from lexlm.text.tokenizers import NUM_SPECIAL, UNIT_KINDS
 
 SOURCES = ("default", "files", "tfds", "python_stdlib")
 SPLITS = ("train", "validation", "test")
-DOC_SPLITS = ("line", "paragraph", "file")
+DOC_SPLITS = ("line", "paragraph", "file", "heading")
 DEFAULT_DATA_DIR = "~/.cache/lexlm/tfds"
 
 
@@ -111,12 +112,23 @@ def check_holdout(holdout: Sequence[float]) -> tuple[float, float]:
     return val, test
 
 
+def check_heading_pattern(pattern: str) -> re.Pattern:
+    """The compiled ``data.heading_pattern`` (matched per line, ``re.MULTILINE``)."""
+    if not isinstance(pattern, str) or not pattern:
+        raise ConfigError("data.heading_pattern", "doc_split='heading' needs a line regex")
+    try:
+        return re.compile(pattern, re.MULTILINE)
+    except re.error as e:
+        raise ConfigError("data.heading_pattern", f"not a regular expression: {e}") from None
+
+
 def default_data_config() -> ml_collections.ConfigDict:
     """The `data` block of every experiment config, with its defaults."""
     cfg = ml_collections.ConfigDict()
     cfg.source = "default"  # 'default' | 'files' | 'tfds' | 'python_stdlib'
     cfg.files = ()  # paths or folders (folders: their *.txt, recursively); commas separate
-    cfg.doc_split = "paragraph"  # 'line' | 'paragraph' (blank-line separated) | 'file'
+    cfg.doc_split = "paragraph"  # 'line' | 'paragraph' (blank-line separated) | 'file' | 'heading'
+    cfg.heading_pattern = ""  # doc_split='heading': a document starts at each matching line
     cfg.holdout = (0.05, 0.05)  # validation, test fractions for 'files' (contiguous regions)
     cfg.tfds_name = ""  # e.g. 'tiny_shakespeare', 'lm1b', 'wiki40b/en'
     cfg.text_key = "text"  # the record field holding the text
@@ -180,6 +192,8 @@ def validate_data_config(data_cfg: Any, *, check_tfds_name: bool = True) -> None
             "data.doc_split", f"unknown {doc_split!r}; allowed: {', '.join(DOC_SPLITS)}"
         )
     check_holdout(_field(data_cfg, "holdout"))
+    if doc_split == "heading":
+        check_heading_pattern(_field(data_cfg, "heading_pattern"))
     if source == "files":
         resolve_text_files(_field(data_cfg, "files"))
     if source == "python_stdlib":
@@ -248,6 +262,7 @@ def _prepared_builder(data_cfg: Any):
             files=_field(data_cfg, "files"),
             doc_split=_field(data_cfg, "doc_split"),
             holdout=_field(data_cfg, "holdout"),
+            heading_pattern=_field(data_cfg, "heading_pattern"),
             data_dir=data_dir,
         )
     elif source == "tfds":
