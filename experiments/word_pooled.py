@@ -114,11 +114,12 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         c.baseline.subword_vocab = 2048
         c.baseline.word_seq_len = 48
         c.train.update(steps=500, batch_size=16, lr=2e-3, warmup_steps=50, log_every=50)
-        c.eval.update(targets=2000, context_chars=200)
+        c.eval.update(targets=600, context_chars=200)
         if arg == "spanish":
             c.data.doc_split = "heading"
             c.data.heading_pattern = r"^(?:[1-3] )?\S+ 1$"
             c.max_units = 16
+            c.train.steps = 300
     elif arg == "paper":
         c.data.source = "files"
         c.words = 192

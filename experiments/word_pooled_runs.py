@@ -289,9 +289,15 @@ def encode_context(tok, words, is_eos) -> np.ndarray:
 
 
 def token_lm_predictions(model, params, tok, contexts, gen: int, batch_size: int) -> list[str]:
-    """Greedy continuation of each context (full re-forward per token) -> first words."""
-    max_len = model.cfg.max_len
-    limit = max_len - gen
+    """Greedy continuation of each context -> its first word.
+
+    The TransformerLM has no key/value cache, so every generated token re-runs the model over
+    the buffer (context + generated so far, trimmed to the longest row); a batch stops as soon
+    as every row's text holds a complete first word (a second word has begun) or after
+    ``gen`` tokens. Contexts longer than ``max_len - gen`` tokens keep their last tokens."""
+    from lexlm.text.words import segment_words
+
+    limit = model.cfg.max_len - gen
     contexts = [c[-limit:] for c in contexts]
 
     @jax.jit
@@ -303,21 +309,32 @@ def token_lm_predictions(model, params, tok, contexts, gen: int, batch_size: int
         buf = buf.at[jnp.arange(buf.shape[0]), pos].set(nxt)
         return buf, pos + 1
 
+    def complete(text: str) -> bool:
+        return len(segment_words(text)) >= 2
+
     out = []
     for s in range(0, len(contexts), batch_size):
         chunk = contexts[s : s + batch_size]
-        n = len(chunk)
-        buf = np.zeros((batch_size, max_len), np.int32)
+        width = max(max(len(c) for c in chunk), 1) + gen
+        width = min(-(-width // 16) * 16, model.cfg.max_len)  # few distinct shapes to compile
+        buf = np.zeros((batch_size, width), np.int32)
         pos = np.ones((batch_size,), np.int32)
         for r, ctx in enumerate(chunk):
             buf[r, : len(ctx)] = ctx
             pos[r] = max(len(ctx), 1)
         start = pos.copy()
         b, p = jnp.asarray(buf), jnp.asarray(pos)
-        for _ in range(gen):
+        for g in range(gen):
             b, p = step(params, b, p)
+            if g >= 2:
+                host = np.asarray(b)
+                texts = [
+                    tok.decode(host[r, start[r] : start[r] + g + 1]) for r in range(len(chunk))
+                ]
+                if all(complete(t) for t in texts):
+                    break
         b = np.asarray(b)
-        for r in range(n):
+        for r in range(len(chunk)):
             out.append(nw.first_word(tok.decode(b[r, start[r] : start[r] + gen])))
     return out
 

@@ -36,3 +36,15 @@ def test_mesh_shapes():
     assert memory.mesh_shape(8, "data", 4) == (8, 1, 1)
     with pytest.raises(SystemExit, match="does not divide"):
         memory.mesh_shape(8, "fsdp", 3)
+
+
+def test_word_pooled_bench_batch_counts_the_characters_it_holds():
+    from experiments.bench.word_pooled import word_batch
+    from lexlm.nn.word_pooled import WordPooledConfig
+
+    cfg = WordPooledConfig(unit_vocab=20, max_units=5, max_words=7)
+    batch, chars = word_batch(cfg, 3)
+    assert batch["units"].shape == (3, 8, 5) and batch["word_mask"].shape == (3, 7)
+    lengths = (batch["units"] != 0).sum(-1)
+    assert chars == lengths[:, 1:].mean()  # targets are words 1..W
+    assert lengths.min() >= 1 and lengths.max() <= 5

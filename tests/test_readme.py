@@ -21,3 +21,16 @@ def test_readme_python_example_runs():
     # At initialisation the readout fix makes the prediction near uniform over 32000 types
     # (without it the tied random readout is far from uniform: the current-token trap).
     assert abs(nll.mean() - math.log(32000)) < 0.1
+
+
+def test_readme_word_pooled_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    namespace: dict = {}
+    exec(compile(blocks[1], "README.md", "exec"), namespace)
+    words, nll, targets = (namespace[k] for k in ("words", "nll", "targets"))
+    assert "".join(words) == "To be, or not to be: that is the question."
+    assert nll.shape == (1, len(words) - 1, 13)
+    # every target word's bytes plus its end-of-word, nothing else, is scored
+    assert int((np.asarray(targets) != 0).sum()) == sum(len(w.encode()) + 1 for w in words[1:])
+    assert np.asarray(namespace["new"]).shape == (1, 3, 12)
+    assert isinstance(namespace["text"], str)
