@@ -25,6 +25,7 @@ NAMES = {
     "byte": "byte LM",
     "subword": "subword LM",
     "word": "word LM (+ spelled OOV)",
+    "bigram": "count reference: most frequent next word after the previous word",
 }
 
 
@@ -40,10 +41,10 @@ def findings(results: Mapping[str, dict], counts: Mapping[str, int]) -> dict:
         acc = accuracy_report(r["predictions"], r["targets"], counts)
         rows[kind] = {
             "accuracy": acc,
-            "bits_per_byte": r["bits_per_byte"],
-            "bits_per_char": r["bits_per_char"],
-            "n_chars": r["n_chars"],
-            "n_bytes": r["n_bytes"],
+            "bits_per_byte": r.get("bits_per_byte"),
+            "bits_per_char": r.get("bits_per_char"),
+            "n_chars": r.get("n_chars"),
+            "n_bytes": r.get("n_bytes"),
             "steps": r.get("steps"),
             "train_flops": r.get("train_flops"),
             "train_flops_per_byte": r.get("train_flops_per_byte"),
@@ -85,6 +86,10 @@ def _pct(cell: dict) -> str:
     return "-" if not cell["n"] else f"{100 * cell['accuracy']:.1f}"
 
 
+def _fix(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def _sci(x) -> str:
     return "-" if x is None else f"{x:.3g}"
 
@@ -109,11 +114,11 @@ def table(f: dict) -> str:
             _pct(a["overall"]),
             *(_pct(a["buckets"][b]) for b in BUCKETS),
             _pct(a["numeracy"]),
-            f"{r['bits_per_byte']:.3f}",
-            f"{r['bits_per_char']:.3f}",
+            _fix(r["bits_per_byte"]),
+            _fix(r["bits_per_char"]),
             _sci(r["train_flops_per_byte"]),
             _sci(r["infer_flops_per_byte"]),
-            str(r["steps"]),
+            "-" if r["steps"] is None else str(r["steps"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     any_row = next(iter(f["rows"].values()))["accuracy"]
@@ -140,7 +145,7 @@ def section(f: dict, plot_path: str) -> str:
         table(f),
         "",
     ]
-    chars = {r["n_chars"] for r in rows.values()}
+    chars = {r["n_chars"] for r in rows.values() if r["n_chars"] is not None}
     lines.append(
         "Bits are over the whole split: "
         + (

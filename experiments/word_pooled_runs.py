@@ -502,6 +502,23 @@ def _evaluate_word(workdir, cfg, split, exp):
     return result, preds, targets, texts
 
 
+def bigram_reference(cfg, train_texts, train_eos, like: dict) -> dict:
+    """Next-word predictions of the count reference (``next_word.bigram_predictions``) for the
+    same targets as the models (``like``: any model's evaluation)."""
+    from lexlm.text.words import word_body
+
+    split = str(cfg.eval.split)
+    texts, is_eos, _ = split_words(cfg, split)
+    targets = eval_targets(texts, is_eos, int(cfg.max_units), int(cfg.eval.targets))
+    bodies = ["" if e else word_body(t) for t, e in zip(train_texts, train_eos)]
+    previous = ["" if is_eos[i - 1] else word_body(texts[i - 1]) for i in targets]
+    preds = nw.bigram_predictions(bodies, previous)
+    truth = [word_body(texts[i]) for i in targets]
+    if truth != list(like["targets"]):
+        raise AssertionError("the reference and the models must share their targets")
+    return {"kind": "bigram", "predictions": preds, "targets": truth}
+
+
 def inference_flops_per_byte(workdir) -> float:
     """XLA-counted FLOPs of the evaluation forward pass per predicted byte."""
     _cfg, _kind, prep, params, _ = _restore(workdir)

@@ -515,3 +515,11 @@ def test_experiment_end_to_end_on_the_embedded_corpus(tmp_path):
     assert saved["step"] == 3 and len(saved["predictions"]) == 12
     assert (grid / "accuracy_by_frequency.png").stat().st_size > 1000
     assert "| word-pooled (eTok) |" in word_pooled.report_section(f)
+
+
+def test_bigram_reference_predicts_the_most_frequent_follower():
+    train = ["", "the", "cat", "sat", "the", "cat", "ran", "the", "dog", "", "a"]
+    # after "the": cat (2) beats dog (1); after "cat": sat and ran tie, the first seen wins;
+    # an unseen previous word falls back to the most frequent body ("the", 3 times)
+    preds = nw.bigram_predictions(train, ["the", "cat", "zebra", ""])
+    assert preds == ["cat", "sat", "the", "the"]  # after eos: "the" and "a" tie

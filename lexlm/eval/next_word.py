@@ -15,6 +15,7 @@ exact match on targets whose body contains a decimal digit.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -66,6 +67,25 @@ def select_targets(
     if len(candidates) <= n:
         return candidates
     return candidates[np.linspace(0, len(candidates) - 1, n).round().astype(int)]
+
+
+def bigram_predictions(
+    train_bodies: Sequence[str], previous: Sequence[str], fallback: str | None = None
+) -> list[str]:
+    """A reference that needs no training: after each word in ``previous``, the body that
+    followed it most often in ``train_bodies`` (ties: the one seen first), else the most
+    frequent training body (or ``fallback``). Bodies that are "" (eos) separate nothing: they
+    are skipped as predictions."""
+    import collections
+
+    following: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    unigram: collections.Counter = collections.Counter()
+    for prev, nxt in itertools.pairwise(train_bodies):
+        if nxt:
+            following[prev][nxt] += 1
+            unigram[nxt] += 1
+    top = fallback if fallback is not None else (unigram.most_common(1)[0][0] if unigram else "")
+    return [following[p].most_common(1)[0][0] if following.get(p) else top for p in previous]
 
 
 def accuracy_report(
