@@ -500,10 +500,11 @@ def test_experiment_end_to_end_on_the_embedded_corpus(tmp_path):
     c.eval.update(targets=12, batch_size=8)
     f = word_pooled.run(c, tmp_path)
     rows = f["rows"]
-    assert set(rows) == {"word_pooled", "subword", "word"}
-    # the same text for every model, and the same targets
-    assert len({r["n_chars"] for r in rows.values()}) == 1
+    assert set(rows) == {"word_pooled", "subword", "word", "bigram"}
+    # the same targets for every model and the count reference, the same text for the models
     assert all(r["accuracy"]["overall"]["n"] == 12 for r in rows.values())
+    assert rows.pop("bigram")["bits_per_char"] is None
+    assert len({r["n_chars"] for r in rows.values()}) == 1
     flops = {k: r["train_flops"] for k, r in rows.items()}
     budget = f["budget"]
     for k, r in rows.items():  # matched within one step's FLOPs
