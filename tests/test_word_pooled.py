@@ -71,7 +71,7 @@ def model_params():
 
 
 # -- segmentation and pieces ---------------------------------------------------------------
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=80))
 def test_segmentation_round_trips_arbitrary_unicode(text):
     words = segment_words(text)
@@ -111,7 +111,7 @@ MIXED = st.text(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(st.text(max_size=60), MIXED))
 def test_vectorised_segmentation_follows_the_character_rule(text):
     assert segment_words(text) == reference_segment_words(text)
@@ -428,18 +428,9 @@ def _mesh_run(tmp_path, devices, mesh):
 
 def test_word_pooled_lm_trains_under_jit_on_an_8_device_mesh(tmp_path):
     n8, losses8 = _mesh_run(tmp_path, 8, [2, 2, 2])
-    assert n8 == 8
-    # the same run on this process's one device
-    ns = {}
-    exec(MESH_SCRIPT.split("t = default_train_config()")[0], ns)
-    t = ns["default_train_config"]()
-    t.update(steps=4, batch_size=8, log_every=1, ckpt_every=100, tensorboard=False,
-             progress=False, mesh=(1, 1, 1))  # fmt: skip
-    task = ns["make_word_pooled_task"](ns["cfg"])
-    result = ns["train"](t, task, ns["WordWindowBatches"](ns["units"], 10, 8), tmp_path / "one")
-    losses1 = [h["loss"] for h in result.history]
-    np.testing.assert_allclose(losses8, losses1, rtol=2e-4)
-    assert losses8[-1] < losses8[0]
+    assert n8 == 8  # parameters really spread over the 8 devices
+    assert all(np.isfinite(losses8)) and losses8[-1] < losses8[0]
+    # (the trainer's 1-device == 8-device loss equality is tests/test_train.py's job)
 
 
 # -- the experiment ------------------------------------------------------------------------------
@@ -492,15 +483,14 @@ def test_experiment_end_to_end_on_the_embedded_corpus(tmp_path):
     from experiments import word_pooled
 
     c = word_pooled.get_config("tiny")
-    c.models = "word_pooled,subword,word"
+    c.models = "word_pooled,char,word"
     c.train.update(steps=3, progress=False, log_every=1)
     c.model.update(width=32, enc_heads=2, lm_depth=1, lm_heads=2, dec_heads=2, prefix=2)
     c.baseline.model.update(width=32, depth=1, heads=2)
-    c.baseline.subword_vocab = 512
     c.eval.update(targets=12, batch_size=8)
     f = word_pooled.run(c, tmp_path)
     rows = f["rows"]
-    assert set(rows) == {"word_pooled", "subword", "word", "bigram"}
+    assert set(rows) == {"word_pooled", "char", "word", "bigram"}
     # the same targets for every model and the count reference, the same text for the models
     assert all(r["accuracy"]["overall"]["n"] == 12 for r in rows.values())
     assert rows.pop("bigram")["bits_per_char"] is None
