@@ -194,10 +194,11 @@ def run(c, out) -> dict:
     (grid / "config.json").write_text(c.to_json_best_effort(indent=2))
     names = model_list(c)
     configs = {k: runs.kind_config(c, k) for k in names}
-    flops, bytes_per_step = {}, {}
+    flops, infer_flops, bytes_per_step = {}, {}, {}
     for k in names:
         prep = runs.prepare(configs[k], grid / k)
         flops[k] = runs.step_flops(prep)
+        infer_flops[k] = runs.forward_flops(prep)
         bytes_per_step[k] = prep.units_per_batch * prep.bytes_per_unit
     budget = float(c.budget.train_flops)
     if budget <= 0:
@@ -226,7 +227,7 @@ def run(c, out) -> dict:
             flops_per_step=flops[k],
             train_flops=flops[k] * steps,
             train_flops_per_byte=flops[k] / bytes_per_step[k],
-            infer_flops_per_byte=runs.inference_flops_per_byte(wd),
+            infer_flops_per_byte=infer_flops[k] / bytes_per_step[k],
             train_bytes=steps * bytes_per_step[k],
         )
         saved.write_text(json.dumps(ev, indent=1))

@@ -228,8 +228,8 @@ def prepare(cfg, workdir) -> Prepared:
     return Prepared(task, batches, int(cfg.train.batch_size) * seq, n_bytes, vocab)
 
 
-def step_flops(prep: Prepared) -> float:
-    """Training FLOPs of one step (forward + backward), counted by XLA on this batch shape."""
+def _abstract_inputs(prep: Prepared):
+    """Abstract parameters and batch of a run: FLOP counts need shapes, not values."""
     batch = next(iter_peek(prep.batches))
     params = jax.eval_shape(prep.task.init, jax.random.key(0))
     params = jax.tree.map(
@@ -238,7 +238,19 @@ def step_flops(prep: Prepared) -> float:
         is_leaf=lambda x: hasattr(x, "value"),
     )
     spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+    return params, spec
+
+
+def step_flops(prep: Prepared) -> float:
+    """Training FLOPs of one step (forward + backward), counted by XLA on this batch shape."""
+    params, spec = _abstract_inputs(prep)
     return train_step_flops(prep.task.loss, params, spec, jax.random.key(0))
+
+
+def forward_flops(prep: Prepared) -> float:
+    """Inference FLOPs of one batch: the loss's forward pass, counted by XLA."""
+    params, spec = _abstract_inputs(prep)
+    return counted_flops(lambda p, b: prep.task.loss(p, b, jax.random.key(0))[0], params, spec)
 
 
 def iter_peek(batches):
@@ -519,20 +531,11 @@ def bigram_reference(cfg, train_texts, train_eos, like: dict) -> dict:
     return {"kind": "bigram", "predictions": preds, "targets": truth}
 
 
-def inference_flops_per_byte(workdir) -> float:
-    """XLA-counted FLOPs of the evaluation forward pass per predicted byte."""
-    _cfg, _kind, prep, params, _ = _restore(workdir)
-    batch = next(iter_peek(prep.batches))
-    spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
-    flops = counted_flops(lambda p, b: prep.task.loss(p, b, jax.random.key(0))[0], params, spec)
-    return flops / (prep.units_per_batch * prep.bytes_per_unit)
-
-
 __all__ = [
     "KINDS",
     "TOKEN_KINDS",
     "evaluate_kind",
-    "inference_flops_per_byte",
+    "forward_flops",
     "kind_config",
     "prepare",
     "step_flops",
