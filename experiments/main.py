@@ -10,7 +10,9 @@ written up as ``<out>/report.md`` with PNG plots.
 3. Word-pooled tokenization (``experiments/word_pooled.py:tiny``): the word-pooled LM against a
    character LM and a word-level LM at equal training FLOPs (the byte and subword LMs join in
    the ``shakespeare`` config, outside the main job's budget).
-4. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
+4. LAMA (``experiments/lama.py:tiny``): attention-pooling classifiers (LAMA, LAMA+CTX and
+   three baselines) on the embedded movie-review sentiment ratings.
+5. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
 
 Re-running resumes: finished runs are evaluated again from their checkpoints, not retrained.
 """
@@ -61,7 +63,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="lexlm main job")
     parser.add_argument("--out", default="results", help="report and run directories")
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: lexinv, word_pooled"
+        "--skip", default="", help="comma-separated sections to skip: lexinv, word_pooled, lama"
     )
     parser.add_argument(
         "--extra",
@@ -101,6 +103,13 @@ def main(argv=None):
 
         findings = word_pooled.run(word_pooled.get_config("main"), out)
         sections.append(word_pooled.report_section(findings))
+
+    if "lama" not in skip:
+        from experiments import lama
+
+        lama_out = out / "lama"
+        findings = lama.run(lama.get_config("tiny"), lama_out)
+        sections.append(lama.report_section(findings, image_dir="lama"))
 
     extra = set(filter(None, args.extra.split(",")))
     if "symbols" in extra:

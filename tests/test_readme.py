@@ -34,3 +34,15 @@ def test_readme_word_pooled_example_runs():
     assert int((np.asarray(targets) != 0).sum()) == sum(len(w.encode()) + 1 for w in words[1:])
     assert np.asarray(namespace["new"]).shape == (1, 3, 12)
     assert isinstance(namespace["text"], str)
+
+
+def test_readme_lama_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    namespace: dict = {}
+    exec(compile(blocks[2], "README.md", "exec"), namespace)
+    pooled, weights = (np.asarray(namespace[k]) for k in ("pooled", "weights"))
+    assert pooled.shape == (2, 8, 64) and weights.shape == (2, 8, 7)
+    assert np.all(weights[1, :, 4:] == 0.0)  # padding gets no attention
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    assert np.asarray(namespace["hidden"]).shape == (1, 16, 128)
+    assert namespace["cfg"].attention_param_count() < 4 * 128 * 128

@@ -25,9 +25,11 @@ from __future__ import annotations
 import argparse
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments.bench import common
+from lexlm.eval.flops import train_step_flops
 from lexlm.nn.transformer import LMConfig
 from lexlm.nn.word_pooled import WordPooledConfig, WordPooledLM, generate_fn
 from lexlm.train.lm_task import make_lm_task
@@ -64,6 +66,15 @@ def word_batch(cfg: WordPooledConfig, batch: int, seed: int = 0) -> tuple[dict, 
     return {"units": units, "word_mask": mask}, float(lengths[:, 1:].mean())
 
 
+def matmul_peak_flops_s(n: int = 2048, iters: int = 5) -> float:
+    """This machine's float32 FLOP/s on one jitted n x n x n matmul: the ceiling a train step
+    made of matmuls approaches (element-wise work and small matmuls only lower it)."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    t = common.time_step(f, (a,), warmup=1, iters=iters)
+    return 2 * n**3 / t.median
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=tuple(SIZES), default="tiny")
@@ -90,12 +101,25 @@ def main(argv=None):
         f"{t_wp.median * 1e3:.0f} ms/step, {wp_chars_s:.0f} characters/s"
     )
     print("  " + common.contention_line(t_wp))
+    flops = train_step_flops(wp.task.loss, wp.fns.abstract.params, wp.arrays, jax.random.key(0))
+    peak = matmul_peak_flops_s()
+    ceiling = chars_per_step / (flops / peak)
+    print(
+        f"  counted {flops / 1e9:.1f} GFLOP per step (forward + backward): "
+        f"{flops / t_wp.median / 1e9:.1f} GFLOP/s against this machine's "
+        f"{peak / 1e9:.1f} GFLOP/s float32 matmul peak ({flops / t_wp.median / peak:.0%}); at "
+        f"that peak the step would run at {ceiling:.0f} characters/s "
+        f"(x{ceiling / ETOK_TRAIN_CHARS_S:.1f} the quoted eTok figure)"
+    )
     record = {
         "size": args.size,
         "word_pooled_params": wp.param_count(),
         "word_pooled_step_s": t_wp.median,
         "word_pooled_chars_s": wp_chars_s,
         "word_pooled_vs_etok_train": wp_chars_s / ETOK_TRAIN_CHARS_S,
+        "word_pooled_step_flops": flops,
+        "matmul_peak_flops_s": peak,
+        "word_pooled_chars_s_at_peak": ceiling,
     }
     if not args.no_char:
         seq = round(chars_per_word * wp_cfg.max_words)

@@ -306,11 +306,11 @@ def python_stdlib_manifest(data_cfg: Any) -> dict[str, Any]:
     Builds the dataset if it was not yet. An experiment saves this dict in its run directory
     to record exactly which files it trained and evaluated on.
     """
-    from lexlm.data.sources import _field, _prepared_builder
+    from lexlm.data.sources import _field, prepared_builder
 
     source = _field(data_cfg, "source")
     if source != "python_stdlib":
         raise ConfigError(
             "data.source", f"a manifest exists only for 'python_stdlib', got {source!r}"
         )
-    return _prepared_builder(data_cfg).manifest()
+    return prepared_builder(data_cfg).manifest()

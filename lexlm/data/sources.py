@@ -249,7 +249,7 @@ def tfds_builder(data_cfg: Any):
         raise ConfigError("data.tfds_name", f"{name!r}: {str(e).splitlines()[0]}") from None
 
 
-def _prepared_builder(data_cfg: Any):
+def prepared_builder(data_cfg: Any):
     """The builder for the config's source, prepared as array_record if it was not yet."""
     from lexlm.data import builders
 
@@ -293,7 +293,7 @@ def open_split(data_cfg: Any, split: str) -> Sequence[dict[str, Any]]:
     `split` is 'train', 'validation' or 'test' (translated through `data.splits`), or any
     TFDS split string such as 'train[:10%]'.
     """
-    builder = _prepared_builder(data_cfg)
+    builder = prepared_builder(data_cfg)
     split_name = _split_names(data_cfg).get(split, split)
     known = dict(getattr(builder.info, "splits", {}) or {})
     base = split_name.split("[")[0]

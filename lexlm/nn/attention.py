@@ -10,23 +10,46 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 IMPLS = ("xla", "cudnn", "auto")
+
+
+NEG_INF = float(jnp.finfo(jnp.float32).min)
+
+
+def weighted_values(
+    scores: Float[Array, "B H T S"], v: Float[Array, "B S H K"], allowed: Bool[Array, "#B T S"]
+) -> Float[Array, "B T H K"]:
+    """softmax(scores) over the allowed keys (float32), applied to the values. A query with no
+    allowed key gets a uniform average (its row is all NEG_INF, never NaN)."""
+    scores = jnp.where(allowed[:, None], scores, NEG_INF)
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshk->bthk", weights, v)
+
+
+def masked_attention(
+    q: Float[Array, "B T H K"],
+    k: Float[Array, "B S H K"],
+    v: Float[Array, "B S H K"],
+    allowed: Bool[Array, "#B T S"],
+) -> Float[Array, "B T H K"]:
+    """Scaled dot-product attention with an explicit boolean mask (query t may see key s)."""
+    scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32)
+    return weighted_values(scores * q.shape[-1] ** -0.5, v, allowed)
+
+
+def causal_allowed(t: int, s: int) -> Bool[Array, "1 T S"]:
+    """Queries are the last t positions of the s keys (equal when there is no cache)."""
+    return (jnp.arange(s)[None, :] <= (jnp.arange(t)[:, None] + (s - t)))[None]
 
 
 def _xla_attention(
     q: Float[Array, "B T H K"], k: Float[Array, "B S H K"], v: Float[Array, "B S H K"], causal: bool
 ) -> Float[Array, "B T H K"]:
-    scale = q.shape[-1] ** -0.5
-    scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32) * scale
-    if causal:
-        t, s = q.shape[1], k.shape[1]
-        # Queries are the last t positions of the s keys (equal when there is no cache).
-        allowed = jnp.arange(s)[None, :] <= (jnp.arange(t)[:, None] + (s - t))
-        scores = jnp.where(allowed[None, None], scores, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhts,bshk->bthk", weights, v)
+    t, s = q.shape[1], k.shape[1]
+    allowed = causal_allowed(t, s) if causal else jnp.ones((1, t, s), bool)
+    return masked_attention(q, k, v, allowed)
 
 
 def _cudnn_usable(q: jax.Array) -> bool:

@@ -44,11 +44,13 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, Key
 
 from lexlm.nn import copy_readout as copy_lib
 from lexlm.nn import lexinvariant as lexinv
-from lexlm.nn.attention import dot_product_attention
+from lexlm.nn import low_rank_attention as lowrank
+from lexlm.nn.attention import causal_allowed, dot_product_attention, weighted_values
 
 EMBEDDINGS = ("learned", "lexinvariant", "semi")
 POSITIONS = ("learned", "rope")
 LOGIT_SCALES = ("auto", "none", "learned")
+ATTENTION_KINDS = ("standard", "low_rank")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -61,7 +63,11 @@ class LMConfig:
     mlp_ratio: int = 4
     max_len: int = 256
     dtype: str = "float32"  # compute dtype; parameters stay float32
-    attention: str = "xla"  # 'xla' | 'cudnn' | 'auto'
+    attention: str = "xla"  # 'xla' | 'cudnn' | 'auto' (the kernel of standard attention)
+    # 'standard' multi-head attention | 'low_rank': queries/keys from rank-qk_rank factors
+    # shared by all heads (lexlm.nn.low_rank_attention), always on the xla path
+    attention_kind: str = "standard"
+    qk_rank: int = 0  # low_rank: the shared rank r (0 = width // heads)
     embedding: str = "learned"  # 'learned' | 'lexinvariant' | 'semi'
     semi_p: float = 0.0
     vocab_chunk: int = 8192  # output-layer vocabulary chunk (see lexinvariant.chunked_tied_nll)
@@ -96,6 +102,19 @@ class LMConfig:
         if self.positions == "rope" and (self.width // self.heads) % 2:
             head = self.width // self.heads
             raise ValueError(f"model.positions: 'rope' needs an even head width, got {head}")
+        if self.attention_kind not in ATTENTION_KINDS:
+            raise ValueError(
+                f"model.attention_kind: {self.attention_kind!r} is not one of {ATTENTION_KINDS}"
+            )
+        if self.attention_kind == "low_rank":
+            if not 0 < self.rank <= self.width:
+                raise ValueError(
+                    f"model.qk_rank: must be in 1..width={self.width}, got {self.rank}"
+                )
+            if self.smear_keys:
+                raise ValueError("model.smear_keys: not available with attention_kind='low_rank'")
+            if self.positions == "rope" and self.rank % 2:
+                raise ValueError(f"model.positions: 'rope' needs an even qk_rank, got {self.rank}")
         if self.position_std < 0:
             raise ValueError(f"model.position_std: must be >= 0, got {self.position_std}")
 
@@ -109,9 +128,23 @@ class LMConfig:
     def compute_dtype(self):
         return DTYPES[self.dtype]
 
+    @property
+    def rank(self) -> int:
+        """The low-rank attention's shared rank r (qk_rank, or width // heads when 0)."""
+        return self.qk_rank or self.width // self.heads
+
+    def attention_param_count(self) -> int:
+        """Parameters of one block's attention (projections and biases)."""
+        d = self.width
+        if self.attention_kind == "low_rank":
+            scores = lowrank.low_rank_score_params(d, self.heads, self.rank)
+        else:
+            scores = lowrank.standard_score_params(d)
+        return scores + lowrank.value_output_params(d)
+
     def param_count(self) -> int:
         d, f = self.width, self.width * self.mlp_ratio
-        per_block = 4 * d * d + 2 * d * f + 4 * d + f + d + 2 * 2 * d  # attn, mlp, biases, LNs
+        per_block = self.attention_param_count() + 2 * d * f + f + d + 2 * 2 * d  # mlp, LNs
         table = self.vocab_size * d if self.embedding != "lexinvariant" else 0
         positions = self.max_len * d if self.positions == "learned" else 0
         final_ln = 2 * d if self.final_ln_bias else d
@@ -201,13 +234,9 @@ def smear_keys(k: Float[Array, "B T H K"], gate: Float[Array, " H"]) -> Float[Ar
 class Block(nn.Module):
     cfg: LMConfig
 
-    @nn.compact
-    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+    def _standard_attention(self, y: Float[Array, "B T D"]) -> Float[Array, "B T H K"]:
         cfg, dt = self.cfg, self.cfg.compute_dtype
-        h, k = cfg.heads, cfg.width // cfg.heads
-        out_std = 0.02 / math.sqrt(2 * cfg.depth)
-        y = _layer_norm("ln_attn", dt)(x)
-        d = cfg.width
+        h, k, d = cfg.heads, cfg.width // cfg.heads, cfg.width
         qkv = Projection(
             (d,), (3, h, k), ("embed", "qkv", "heads", "kv"), cfg.qkv_std, dt, name="qkv"
         )(y)
@@ -218,11 +247,47 @@ class Block(nn.Module):
             )
             kk = smear_keys(kk, jax.nn.sigmoid(gate).astype(kk.dtype))
         if cfg.positions == "rope":
-            pos = jnp.arange(x.shape[1])
+            pos = jnp.arange(y.shape[1])
             q, kk = rotary(q, pos), rotary(kk, pos)
         # Kept only when a caller asks for intermediates (attention-pattern analysis).
         self.sow("intermediates", "queries_keys", (q, kk))
-        y = dot_product_attention(q, kk, v, causal=True, impl=cfg.attention)
+        return dot_product_attention(q, kk, v, causal=True, impl=cfg.attention)
+
+    def _low_rank_attention(self, y: Float[Array, "B T D"]) -> Float[Array, "B T H K"]:
+        """Queries and keys from shared rank-r factors (``lexlm.nn.low_rank_attention``)."""
+        cfg, dt = self.cfg, self.cfg.compute_dtype
+        h, k, d, r = cfg.heads, cfg.width // cfg.heads, cfg.width, cfg.rank
+        a = Projection((d,), (r,), ("embed", "kv"), cfg.qkv_std, dt, name="q_factor")(y)
+        b = Projection((d,), (r,), ("embed", "kv"), cfg.qkv_std, dt, name="k_factor")(y)
+        v = Projection((d,), (h, k), ("embed", "heads", "kv"), cfg.qkv_std, dt, name="v")(y)
+        gains = self.param(
+            "gains",
+            nn.with_logical_partitioning(
+                lambda key, shape, dtype: (1.0 + jax.random.normal(key, shape, dtype)) / r**0.5,
+                ("heads", "kv"),
+            ),
+            (h, r),
+            jnp.float32,
+        )
+        if cfg.positions == "rope":
+            pos = jnp.arange(y.shape[1])
+            a, b = rotary(a[:, :, None], pos)[:, :, 0], rotary(b[:, :, None], pos)[:, :, 0]
+        q = a[:, :, None, :] * gains.astype(dt)
+        self.sow("intermediates", "queries_keys", (q, jnp.broadcast_to(b[:, :, None], q.shape)))
+        scores = lowrank.low_rank_scores(a, b, gains)
+        t = y.shape[1]
+        return weighted_values(scores, v, causal_allowed(t, t))
+
+    @nn.compact
+    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+        cfg, dt = self.cfg, self.cfg.compute_dtype
+        h, k, d = cfg.heads, cfg.width // cfg.heads, cfg.width
+        out_std = 0.02 / math.sqrt(2 * cfg.depth)
+        y = _layer_norm("ln_attn", dt)(x)
+        if cfg.attention_kind == "low_rank":
+            y = self._low_rank_attention(y)
+        else:
+            y = self._standard_attention(y)
         y = Projection((h, k), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
         x = x + y
         y = _layer_norm("ln_mlp", dt)(x)

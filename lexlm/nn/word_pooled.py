@@ -42,9 +42,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from lexlm.nn.attention import NEG_INF, masked_attention
 from lexlm.nn.transformer import DTYPES, Projection, _layer_norm
-
-NEG_INF = float(jnp.finfo(jnp.float32).min)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,19 +113,6 @@ def with_eow(units: Int[ArrayLike, "... L"], eow_id: int) -> Int[Array, "... L1"
     return jnp.where(slots == length, eow_id, padded)
 
 
-def attend(
-    q: Float[Array, "B T H K"],
-    k: Float[Array, "B S H K"],
-    v: Float[Array, "B S H K"],
-    allowed: Bool[Array, "B T S"],
-) -> Float[Array, "B T H K"]:
-    """Softmax attention with an explicit boolean mask (float32 scores)."""
-    scores = jnp.einsum("bthk,bshk->bhts", q, k, preferred_element_type=jnp.float32)
-    scores = jnp.where(allowed[:, None], scores * q.shape[-1] ** -0.5, NEG_INF)
-    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhts,bshk->bthk", weights, v)
-
-
 def causal_mask(batch: int, t: int, s: int, offset: Int[ArrayLike, ""] = 0) -> Bool[Array, "B T S"]:
     """Query i (at absolute position offset + i) may see keys 0 .. offset + i."""
     allowed = jnp.arange(s)[None, :] <= jnp.arange(t)[:, None] + offset
@@ -160,7 +146,7 @@ class CachedBlock(nn.Module):
             k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), index, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), index, axis=1)
             cache = (k, v)
-        y = attend(q, k, v, allowed)
+        y = masked_attention(q, k, v, allowed)
         y = Projection((h, k_dim), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
         x = x + y
         y = _layer_norm("ln_mlp", dt)(x)
