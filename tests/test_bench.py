@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 import pytest
@@ -48,3 +50,24 @@ def test_word_pooled_bench_batch_counts_the_characters_it_holds():
     lengths = (batch["units"] != 0).sum(-1)
     assert chars == lengths[:, 1:].mean()  # targets are words 1..W
     assert lengths.min() >= 1 and lengths.max() <= 5
+
+
+def test_fitted_exponent_recovers_known_power_laws():
+    from experiments.bench.lama import fitted_exponent
+
+    lengths = [64, 128, 256, 512, 1024]
+    assert fitted_exponent(lengths, [3e-6 * t for t in lengths]) == pytest.approx(1.0)
+    assert fitted_exponent(lengths, [1e-9 * t**2 for t in lengths]) == pytest.approx(2.0)
+    # lengths below min_length (fixed overheads) are left out of the fit
+    times = [1.0, 1.0, 2e-3 * 256, 2e-3 * 512, 2e-3 * 1024]
+    assert fitted_exponent(lengths, times) == pytest.approx(1.0)
+    assert math.isnan(fitted_exponent([64, 128], [1.0, 2.0]))
+
+
+def test_lama_bench_runs_on_short_lengths():
+    from experiments.bench import lama
+
+    record = lama.main(["--lengths", "16,32", "--width", "16", "--heads", "2", "--rank", "4",
+                        "--iters", "1"])  # fmt: skip
+    assert set(record["time_s"]) == {"lama", "low_rank", "standard"}
+    assert all(len(v) == 2 for v in record["peak_bytes"].values())
