@@ -67,7 +67,7 @@ def test_fitted_exponent_recovers_known_power_laws():
 def test_lama_bench_runs_on_short_lengths():
     from experiments.bench import lama
 
-    record = lama.main(["--lengths", "16,32", "--width", "16", "--heads", "2", "--rank", "4",
+    record = lama.main(["--lengths", "16", "--width", "16", "--heads", "2", "--rank", "4",
                         "--iters", "1"])  # fmt: skip
     assert set(record["time_s"]) == {"lama", "low_rank", "standard"}
-    assert all(len(v) == 2 for v in record["peak_bytes"].values())
+    assert all(len(v) == 1 and v[0] > 0 for v in record["peak_bytes"].values())

@@ -80,7 +80,7 @@ def test_lama_context_modes_and_param_count():
     for context in lama_lib.CONTEXTS:
         for key_mlp in (True, False):
             module = lama_lib.LAMA(6, context, key_mlp)
-            params = module.init(jax.random.key(0), h, mask)["params"]
+            params = jax.eval_shape(module.init, jax.random.key(0), h, mask)["params"]
             assert _n_params(params) == lama_lib.lama_param_count(10, 6, context, key_mlp)
     with pytest.raises(ValueError, match=r"model\.context"):
         lama_lib.LAMA(2, "global").init(jax.random.key(0), h, mask)
@@ -98,7 +98,7 @@ def test_classifier_param_count_matches_module(name):
     cfg = ClassifierConfig(vocab_size=30, classes=3, pooling=name, embed=6, hidden=4, heads=2,
                            attn_hidden=5, mlp_hidden=7)  # fmt: skip
     model = TextClassifier(cfg)
-    params = model.init(jax.random.key(0), jnp.ones((2, 5), jnp.int32))["params"]
+    params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((2, 5), jnp.int32))["params"]
     assert _n_params(params) == cfg.param_count()
     assert _n_params(params["pool"]) == cfg.attention_param_count()
 
@@ -107,7 +107,7 @@ def test_classifier_outputs_do_not_depend_on_padding_length():
     cfg = ClassifierConfig(vocab_size=30, classes=2, embed=6, hidden=4, heads=3, mlp_hidden=5)
     model = TextClassifier(cfg)
     tokens = np.array([[5, 6, 7, 0, 0], [3, 4, 5, 6, 7]], np.int32)
-    params = model.init(jax.random.key(0), tokens)
+    params = jax.jit(model.init)(jax.random.key(0), tokens)
     apply = jax.jit(model.apply)
     logits, _ = apply(params, tokens)
     longer = np.concatenate([tokens, np.zeros((2, 4), np.int32)], axis=1)
@@ -141,8 +141,10 @@ def test_low_rank_attention_at_full_rank_reproduces_standard_attention():
     std_cfg = LMConfig(vocab_size=11, width=8, depth=1, heads=2, max_len=6)
     low_cfg = dataclasses.replace(std_cfg, attention_kind="low_rank", qk_rank=8)
     tokens = jnp.asarray(np.random.default_rng(3).integers(0, 11, (2, 6)), jnp.int32)
-    std_params = nn.unbox(TransformerLM(std_cfg).init(jax.random.key(0), tokens)["params"])
-    low_params = dict(nn.unbox(TransformerLM(low_cfg).init(jax.random.key(1), tokens)["params"]))
+    std_params = nn.unbox(jax.jit(TransformerLM(std_cfg).init)(jax.random.key(0), tokens)["params"])
+    low_params = dict(
+        nn.unbox(jax.eval_shape(TransformerLM(low_cfg).init, jax.random.key(1), tokens)["params"])
+    )  # every leaf is replaced below
     # move the standard weights into the factorised form
     for name in std_params:
         if not name.startswith("block_"):
@@ -165,7 +167,8 @@ def test_low_rank_attention_at_full_rank_reproduces_standard_attention():
 def test_low_rank_param_count_and_config_errors():
     cfg = LMConfig(vocab_size=11, width=16, depth=2, heads=4, max_len=8,
                    attention_kind="low_rank", qk_rank=4)  # fmt: skip
-    params = TransformerLM(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    params = jax.eval_shape(TransformerLM(cfg).init, jax.random.key(0), tokens)["params"]
     assert _n_params(params) == cfg.param_count()
     std = dataclasses.replace(cfg, attention_kind="standard")
     assert cfg.attention_param_count() == 2 * (16 * 4 + 4) + 4 * 4 + 2 * (16 * 16 + 16)
@@ -183,7 +186,7 @@ def test_low_rank_lm_is_causal():
                    attention_kind="low_rank", qk_rank=6, positions="rope")  # fmt: skip
     tokens = np.random.default_rng(4).integers(0, 11, (1, 8)).astype(np.int32)
     model = TransformerLM(cfg)
-    params = model.init(jax.random.key(0), tokens)
+    params = jax.jit(model.init)(jax.random.key(0), tokens)
     apply = jax.jit(model.apply)
     changed = tokens.copy()
     changed[0, 5:] = (changed[0, 5:] + 1) % 11
