@@ -71,3 +71,14 @@ def test_lama_bench_runs_on_short_lengths():
                         "--iters", "1"])  # fmt: skip
     assert set(record["time_s"]) == {"lama", "low_rank", "standard"}
     assert all(len(v) == 1 and v[0] > 0 for v in record["peak_bytes"].values())
+
+
+def test_render_bench_reads_both_sentences_of_each_sts_pair(tmp_path):
+    from experiments.bench.render import read_sts
+
+    f = tmp_path / "sts.csv"
+    f.write_text(
+        "g\tf\ty\t1\t5.0\tA long first sentence.\tShort.\ng\tf\ty\t2\t1.0\tAbc\tA b c d e f\n"
+    )
+    assert read_sts(str(f), 0) == ["A long first sentence.", "Short.", "Abc", "A b c d e f"]
+    assert read_sts(str(f), 10) == ["A long first sentence.", "A b c d e f"]
