@@ -152,7 +152,10 @@ def train_model(c, name: str, enc: dict, vocab_size: int, classes: int, workdir)
         ]
         summary = {"step_s": 1.0 / float(np.median(rates)), "wall_s": time.perf_counter() - t0}
         summary_path.write_text(json.dumps(summary))
-    summary = json.loads(summary_path.read_text())
+    # a run killed between its last checkpoint and this line has no timing: reported as nan
+    summary = (
+        json.loads(summary_path.read_text()) if summary_path.exists() else {"step_s": math.nan}
+    )
     evals = [json.loads(line) for line in evals_path.read_text().splitlines()]
     chosen = report.select_on_dev(evals)
     params = jax.device_get(result.state.params)
