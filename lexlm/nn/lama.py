@@ -64,6 +64,12 @@ def masked_softmax(
     return e / jnp.maximum(e.sum(axis=-1, keepdims=True), 1e-30)
 
 
+def tanh_head_normalised(raw: Float[Array, "B T M"]) -> Float[Array, "B T M"]:
+    """tanh, then L2 normalisation across the heads (with the epsilon of the docstring)."""
+    f = jnp.tanh(raw)
+    return f / jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True) + NORM_EPS**2)
+
+
 def lama_scores(
     context: Float[ArrayLike, "B D"],
     keys: Float[ArrayLike, "B T D"],
@@ -73,8 +79,7 @@ def lama_scores(
     """f_t = l2norm_heads(tanh(P^T c * Q^T u_t)): the factorised rank-1 bilinear scores."""
     c_proj = jnp.einsum("bd,dm->bm", context, p, preferred_element_type=jnp.float32)
     u_proj = jnp.einsum("btd,dm->btm", keys, q, preferred_element_type=jnp.float32)
-    f = jnp.tanh(c_proj[:, None, :] * u_proj)
-    return f / jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True) + NORM_EPS**2)
+    return tanh_head_normalised(c_proj[:, None, :] * u_proj)
 
 
 def bilinear_scores_reference(
@@ -86,9 +91,7 @@ def bilinear_scores_reference(
     """The same scores from each head's explicit D x D matrix W_j = p_j q_j^T (tests only:
     m D^2 memory)."""
     w = jnp.einsum("dm,em->mde", p, q)  # [M, D, D]
-    raw = jnp.einsum("bd,mde,bte->btm", context, w, keys)
-    f = jnp.tanh(raw)
-    return f / jnp.sqrt(jnp.sum(f * f, axis=-1, keepdims=True) + NORM_EPS**2)
+    return tanh_head_normalised(jnp.einsum("bd,mde,bte->btm", context, w, keys))
 
 
 def lama_param_count(width: int, heads: int, context: str = "learned", key_mlp: bool = True):
