@@ -39,6 +39,8 @@ import numpy as np
 from etils import epath
 from jaxtyping import Int, Int32
 
+from lexlm.data.sources import check_holdout
+from lexlm.data.word_windows import rank_by_count
 from lexlm.errors import ConfigError
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
@@ -197,9 +199,7 @@ def read_vader_movies(archive_dir: str = "") -> tuple[Labelled, ReadStats]:
 def fixed_split(data: Labelled, holdout: Sequence[float], seed: int) -> dict[str, Labelled]:
     """train/validation/test by a seeded permutation; ``holdout`` = (validation, test)
     fractions. The same seed gives the same split on every machine (numpy PCG64)."""
-    val, test = (float(x) for x in holdout)
-    if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-        raise ConfigError("data.holdout", f"fractions must lie in (0, 1), sum < 1: {holdout!r}")
+    val, test = check_holdout(holdout)
     order = np.random.default_rng(seed).permutation(len(data))
     n_val, n_test = round(val * len(data)), round(test * len(data))
     parts = {
@@ -230,12 +230,7 @@ class ClassVocab:
     @classmethod
     def build(cls, texts: Sequence[str], min_count: int = 1, max_size: int = 0) -> ClassVocab:
         counts = Counter(w for t in texts for w in word_tokens(t))
-        ranked = sorted(
-            (w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w)
-        )
-        if max_size:
-            ranked = ranked[: max(max_size - 2, 0)]
-        return cls(ranked)
+        return cls(rank_by_count(counts, min_count, max_size - 2 if max_size else None))
 
     @property
     def size(self) -> int:

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from jaxtyping import Bool, Float32, Int32
@@ -174,6 +174,13 @@ def word_eval_windows(stream: WordStream, window: int) -> dict[str, np.ndarray]:
     }
 
 
+def rank_by_count(counts: Mapping[str, int], min_count: int, limit: int | None = None) -> list[str]:
+    """The types seen at least ``min_count`` times, most frequent first (ties by the type),
+    at most ``limit`` of them (None = all): the order of every closed vocabulary here."""
+    kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+    return kept if limit is None else kept[: max(0, limit)]
+
+
 class WordVocab:
     """Closed word vocabulary for the word-level LM: pad 0, eos 1, unk 2, then the training
     words (whole words, leading whitespace included) seen at least ``min_count`` times, most
@@ -186,12 +193,8 @@ class WordVocab:
     @classmethod
     def build(cls, train_words: Sequence[str], min_count: int = 2, max_size: int = 0):
         counts = collections.Counter(w for w in train_words if w != EOS_TEXT)
-        kept = sorted(
-            (w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w)
-        )
-        if max_size:
-            kept = kept[: max(0, max_size - 3)]
-        return cls(["<pad>", "<eos>", "<unk>", *kept])
+        limit = max_size - 3 if max_size else None
+        return cls(["<pad>", "<eos>", "<unk>", *rank_by_count(counts, min_count, limit)])
 
     @property
     def vocab_size(self) -> int:
