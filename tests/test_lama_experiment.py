@@ -3,14 +3,12 @@ mesh, and a short end-to-end run on the embedded ratings."""
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+import train_helpers as th
 
 from experiments import lama
 from experiments import lama_report as report
@@ -113,16 +111,7 @@ MESH_SCRIPT = textwrap.dedent(
 
 
 def test_classifier_trains_under_jit_on_an_8_device_mesh(tmp_path):
-    script = tmp_path / "train_cls.py"
-    script.write_text(MESH_SCRIPT)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "JAX_PLATFORMS": "cpu"}  # fmt: skip
-    cmd = [sys.executable, str(script), str(tmp_path / "run")]
-    out = subprocess.run(
-        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    lines = th.run_script(MESH_SCRIPT, tmp_path / "train_cls.py", [str(tmp_path / "run")])
     losses = json.loads(lines["LOSSES"])
     assert int(lines["DEVICES"]) == 8
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]

@@ -3,9 +3,6 @@ the next-word metrics, FLOP counts and the findings table (known answers through
 
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import train_helpers as th
 from flax import linen as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -410,19 +408,8 @@ MESH_SCRIPT = textwrap.dedent(
 
 
 def _mesh_run(tmp_path, devices, mesh):
-    script = tmp_path / "train_wp.py"
-    script.write_text(MESH_SCRIPT)
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-    }
-    out = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / f"run{devices}"), json.dumps(mesh)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    args = [str(tmp_path / f"run{devices}"), json.dumps(mesh)]
+    lines = th.run_script(MESH_SCRIPT, tmp_path / "train_wp.py", args, devices)
     return int(lines["DEVICES"]), json.loads(lines["LOSSES"])
 
 

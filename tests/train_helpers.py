@@ -239,12 +239,8 @@ def sharding_report(tree, expected_shardings) -> dict:
     return out
 
 
-def run_helper(jobs: list[list[str]], devices: int = 1, timeout: float = 240, **popen):
-    """Runs the entry point of this file with ``devices`` host devices; returns the process
-    (``subprocess.Popen`` if ``popen`` is given, else the finished ``CompletedProcess``)."""
-    argv = [sys.executable, str(HELPER)]
-    for i, job in enumerate(jobs):
-        argv += (["--and"] if i else []) + job
+def device_env(devices: int) -> dict[str, str]:
+    """The environment of a child jax process with ``devices`` host (CPU) devices."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["JAX_PLATFORMS"] = "cpu"
     if devices > 1:
@@ -253,6 +249,28 @@ def run_helper(jobs: list[list[str]], devices: int = 1, timeout: float = 240, **
         )
     if _cache_dir is not None:
         env.update(_CACHE_ENV, JAX_COMPILATION_CACHE_DIR=_cache_dir)
+    return env
+
+
+def run_script(script: str, path, args: list[str], devices: int = 8, timeout: float = 300):
+    """Writes ``script`` to ``path``, runs it with ``devices`` host devices and returns its
+    ``KEY value`` stdout lines as a dict (asserting that it exited cleanly)."""
+    Path(path).write_text(script)
+    out = subprocess.run(
+        [sys.executable, str(path), *args], cwd=REPO, env=device_env(devices),
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+
+
+def run_helper(jobs: list[list[str]], devices: int = 1, timeout: float = 240, **popen):
+    """Runs the entry point of this file with ``devices`` host devices; returns the process
+    (``subprocess.Popen`` if ``popen`` is given, else the finished ``CompletedProcess``)."""
+    argv = [sys.executable, str(HELPER)]
+    for i, job in enumerate(jobs):
+        argv += (["--and"] if i else []) + job
+    env = device_env(devices)
     if popen:
         return subprocess.Popen(argv, env=env, cwd=REPO, text=True, **popen)
     return subprocess.run(argv, env=env, cwd=REPO, text=True, capture_output=True, timeout=timeout)
