@@ -24,6 +24,16 @@ from lexlm.errors import CheckpointError, ConfigError, TrainingError
 USER_ERRORS = (ConfigError, TrainingError, CheckpointError)
 
 
+def parse_names(value, allowed: tuple[str, ...], field: str) -> list[str]:
+    """A comma-separated config value as a list of names from ``allowed`` (at least one);
+    anything else is a one-line ``ConfigError`` naming ``field``."""
+    names = [m.strip() for m in str(value).split(",") if m.strip()]
+    bad = [m for m in names if m not in allowed]
+    if bad or not names:
+        raise ConfigError(field, f"unknown {bad}; choose from {allowed}")
+    return names
+
+
 def define_flags(default_config: str) -> None:
     """``--config`` (config file[:arg], overridable) and ``--out`` (report directory)."""
     config_flags.DEFINE_config_file("config", default_config, "experiment config file[:arg]")

@@ -88,11 +88,9 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
 
 
 def model_names(c) -> list[str]:
-    names = [m.strip() for m in str(c.models).split(",") if m.strip()]
-    bad = [m for m in names if m not in MODELS]
-    if bad or not names:
-        raise ConfigError("models", f"unknown {bad}; choose from {MODELS}")
-    return names
+    from experiments.cli import parse_names
+
+    return parse_names(c.models, MODELS, "models")
 
 
 def classifier_config(c, vocab_size: int, classes: int, pooling: str):

@@ -12,7 +12,10 @@ written up as ``<out>/report.md`` with PNG plots.
    the ``shakespeare`` config, outside the main job's budget).
 4. LAMA (``experiments/lama.py:tiny``): attention-pooling classifiers (LAMA, LAMA+CTX and
    three baselines) on the embedded movie-review sentiment ratings.
-5. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
+5. Pixel sentence encoders (``experiments/pixel_sentence.py:tiny``): a ViT over rendered text
+   against a subword-token encoder, contrastive stages on the Lee background corpus, scored on
+   the Lee documents' human similarity ratings, clean and under character typos.
+6. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
 
 Re-running resumes: finished runs are evaluated again from their checkpoints, not retrained.
 """
@@ -63,13 +66,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="lexlm main job")
     parser.add_argument("--out", default="results", help="report and run directories")
     parser.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: lexinv, word_pooled, lama"
+        "--skip",
+        default="",
+        help="comma-separated sections to skip: lexinv, word_pooled, lama, pixel",
     )
     parser.add_argument(
         "--extra",
         default="",
         help="comma-separated longer sections to add: symbols (lexinvariant findings 3-4, "
         "10 to 25 more minutes on 2 CPU cores)",
+    )
+    parser.add_argument(
+        "--compile-cache",
+        default="",
+        help="JAX persistent compilation cache folder ('' = <out>/jax_cache, 'none' = off): "
+        "the many runs of one model shape compile once",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -79,6 +90,10 @@ def main(argv=None):
 
     out = as_path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.compile_cache != "none":
+        jax.config.update("jax_compilation_cache_dir", args.compile_cache or str(out / "jax_cache"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     started = time.perf_counter()
 
     base_dir = out / "runs" / "learned_char"
@@ -110,6 +125,13 @@ def main(argv=None):
         lama_out = out / "lama"
         findings = lama.run(lama.get_config("tiny"), lama_out)
         sections.append(lama.report_section(findings, image_dir="lama"))
+
+    if "pixel" not in skip:
+        from experiments import pixel_sentence
+
+        pixel_out = out / "pixel"
+        findings = pixel_sentence.run(pixel_sentence.get_config("tiny"), pixel_out)
+        sections.append(pixel_sentence.report_section(findings, image_dir="pixel"))
 
     extra = set(filter(None, args.extra.split(",")))
     if "symbols" in extra:

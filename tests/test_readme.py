@@ -46,3 +46,14 @@ def test_readme_lama_example_runs():
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
     assert np.asarray(namespace["hidden"]).shape == (1, 16, 128)
     assert namespace["cfg"].attention_param_count() < 4 * 128 * 128
+
+
+def test_readme_pixel_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    namespace: dict = {}
+    exec(compile(blocks[3], "README.md", "exec"), namespace)
+    emb, mask = (np.asarray(namespace[k]) for k in ("emb", "mask"))
+    assert emb.shape == (2, 64)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert namespace["typo"] != namespace["text"] and mask.shape == (2, 64)
+    assert -1.0 <= namespace["cosine"] <= 1.0 + 1e-6

@@ -78,8 +78,9 @@ class Labelled:
         return len(self.texts)
 
 
-def decode_counted(raw: bytes, stats: ReadStats) -> str:
-    """UTF-8, or with U+FFFD replacements counted in ``stats.replaced_bytes``."""
+def decode_counted(raw: bytes, stats) -> str:
+    """UTF-8, or with U+FFFD replacements counted in ``stats.replaced_bytes`` (any stats
+    record with that counter: ``ReadStats``, ``sts.PairStats``)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -270,6 +271,14 @@ def encode_texts(data: Labelled, vocab: ClassVocab, max_len: int) -> Encoded:
     return Encoded(tokens, data.labels.astype(np.int32), truncated, unknown, empty)
 
 
+def shuffled_batch(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Indices of batch ``step`` of an endless stream over ``n`` examples: epoch e is
+    ``default_rng([seed, e])``'s permutation cut into ``n // batch_size`` whole batches."""
+    epoch, k = divmod(step, n // batch_size)
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[k * batch_size : (k + 1) * batch_size]
+
+
 class ClassBatches:
     """Endless shuffled training batches: epoch e is ``default_rng([seed, e])``'s permutation;
     the state is the number of batches drawn, so a resumed run sees the same stream."""
@@ -284,10 +293,8 @@ class ClassBatches:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        epoch, k = divmod(self.step, self.per_epoch)
+        idx = shuffled_batch(len(self.enc.labels), self.batch_size, self.seed, self.step)
         self.step += 1
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.enc.labels))
-        idx = order[k * self.batch_size : (k + 1) * self.batch_size]
         return {
             "tokens": self.enc.tokens[idx],
             "label": self.enc.labels[idx],

@@ -35,15 +35,16 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from lexlm.nn.attention import NEG_INF, masked_attention
-from lexlm.nn.transformer import DTYPES, Projection, _layer_norm
+from lexlm.nn.attention import NEG_INF
+from lexlm.nn.blocks import CachedBlock
+from lexlm.nn.blocks import logical_param as _param
+from lexlm.nn.transformer import DTYPES, _layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,48 +118,6 @@ def causal_mask(batch: int, t: int, s: int, offset: Int[ArrayLike, ""] = 0) -> B
     """Query i (at absolute position offset + i) may see keys 0 .. offset + i."""
     allowed = jnp.arange(s)[None, :] <= jnp.arange(t)[:, None] + offset
     return jnp.broadcast_to(allowed[None], (batch, t, s))
-
-
-class CachedBlock(nn.Module):
-    """Pre-LayerNorm Transformer block with an explicit mask and an optional key/value cache.
-
-    ``cache`` is ``(k, v)`` [B, S, H, K] for all S positions; the block writes this call's keys
-    and values at ``index`` and returns the updated cache (``None`` without one)."""
-
-    width: int
-    heads: int
-    mlp_ratio: int
-    depth: int  # of the stack, for the output-projection init scale
-    dtype: object = jnp.float32
-
-    @nn.compact
-    def __call__(self, x, allowed, cache=None, index=0):
-        d, h, dt = self.width, self.heads, self.dtype
-        k_dim = d // h
-        out_std = 0.02 / math.sqrt(2 * self.depth)
-        y = _layer_norm("ln_attn", dt)(x)
-        qkv = Projection(
-            (d,), (3, h, k_dim), ("embed", "qkv", "heads", "kv"), 0.02, dt, name="qkv"
-        )(y)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        if cache is not None:
-            ck, cv = cache
-            k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), index, axis=1)
-            cache = (k, v)
-        y = masked_attention(q, k, v, allowed)
-        y = Projection((h, k_dim), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
-        x = x + y
-        y = _layer_norm("ln_mlp", dt)(x)
-        f = d * self.mlp_ratio
-        y = Projection((d,), (f,), ("embed", "mlp"), 0.02, dt, name="mlp_in")(y)
-        y = Projection((f,), (d,), ("mlp", "embed"), out_std, dt, name="mlp_out")(nn.gelu(y))
-        return nn.with_logical_constraint(x + y, ("batch", "length", "embed")), cache
-
-
-def _param(module, name, shape, std, axes):
-    init = nn.initializers.normal(std) if std > 0 else nn.initializers.zeros
-    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
 
 
 class Stack(nn.Module):

@@ -1,0 +1,198 @@
+"""The sentence encoders (lexlm.nn.vit), their losses (lexlm.train.contrastive_task) and
+batches (lexlm.data.sentence_pairs)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lexlm.data.sentence_pairs import (
+    MAEBatches,
+    PairBatches,
+    PixelFeatures,
+    TokenFeatures,
+    adjacent_pairs,
+    span_mask,
+    split_sentences,
+)
+from lexlm.nn.vit import EncoderConfig, SentenceEncoder, sincos_1d, sincos_2d
+from lexlm.text.render import RenderConfig
+from lexlm.train.contrastive_task import (
+    info_nce,
+    init_params,
+    mae_loss,
+    normalised_pixels,
+    soup,
+    unbox,
+)
+
+PIX = EncoderConfig(kind="pixel", width=32, depth=2, heads=4, max_len=12, dec_width=16,
+                    dec_heads=2)  # fmt: skip
+
+
+def test_sincos_tables_known_values():
+    t = sincos_1d(np.arange(3), 4)  # w = 1, 1/100
+    np.testing.assert_allclose(t[2], [math.sin(2), math.sin(0.02), math.cos(2), math.cos(0.02)],
+                               rtol=1e-6)  # fmt: skip
+    g = sincos_2d(30, 8, grid=23)
+    np.testing.assert_allclose(g[24, :4], sincos_1d(np.array([1]), 4)[0])  # patch 24: row 1
+    np.testing.assert_allclose(g[24, 4:], sincos_1d(np.array([1]), 4)[0])  # ... column 1
+    np.testing.assert_allclose(g[5, :4], sincos_1d(np.array([0]), 4)[0])
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sincos_2d(4, 6, 2)
+
+
+@pytest.mark.parametrize("kind", ["pixel", "token"])
+def test_param_count_formula_matches_init(kind):
+    cfg = EncoderConfig(kind=kind, width=32, depth=2, heads=4, max_len=8, vocab_size=50)
+    for objective in ("contrastive", "mae") if kind == "pixel" else ("contrastive",):
+        shapes = jax.eval_shape(lambda k, o=objective: unbox(init_params(cfg, k, o)),
+                                jax.random.key(0))  # fmt: skip
+        n = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+        assert n == cfg.param_count(with_decoder=objective == "mae")
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ValueError, match=r"model\.kind"):
+        EncoderConfig(kind="audio")
+    with pytest.raises(ValueError, match="grid"):
+        EncoderConfig(max_len=600)
+    with pytest.raises(ValueError, match="vocab_size"):
+        EncoderConfig(kind="token")
+
+
+def test_embeddings_unit_norm_and_padding_invariant():
+    model = SentenceEncoder(PIX)
+    params = unbox(init_params(PIX, jax.random.key(1)))
+    feats = PixelFeatures(RenderConfig(max_patches=12))
+    x, m = feats(["A short one.", "Another sentence here"])
+    f = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
+    e = np.asarray(f(params, x, m))
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    # garbage in the masked-out patches changes nothing
+    noisy = np.where(m[..., None], x, np.uint8(7))
+    np.testing.assert_allclose(np.asarray(f(params, noisy, m)), e, atol=1e-5)
+    no_head = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m, False))(params, x, m)
+    np.testing.assert_allclose(np.linalg.norm(no_head, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(no_head, e)
+
+
+def test_info_nce_known_answer_and_filler_rows():
+    a = jnp.eye(3)
+    loss, acc = info_nce(a, a, temperature=1.0)
+    # each row: logits (1, 0, 0) against label 0
+    expected = -math.log(math.e / (math.e + 2))
+    assert float(loss) == pytest.approx(expected, rel=1e-6) and float(acc) == 1.0
+    b = a[::-1]  # row 0 matches row 2: the diagonal is not the highest (except row 1)
+    _, acc = info_nce(a, b, temperature=1.0)
+    assert float(acc) == pytest.approx(1 / 3)
+    # a weight-0 row is neither a positive nor a negative: the loss equals the 2-row batch's
+    w = jnp.array([1.0, 1.0, 0.0])
+    junk = jnp.array([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0]])
+    l3, _ = info_nce(junk, junk, 0.5, w)
+    l2, _ = info_nce(junk[:2], junk[:2], 0.5)
+    assert float(l3) == pytest.approx(float(l2), rel=1e-6)
+
+
+def test_mae_loss_counts_only_hidden_text_patches():
+    patches = jnp.asarray(np.random.default_rng(0).integers(0, 255, (1, 3, 4)), jnp.uint8)
+    target = normalised_pixels(1.0 - patches.astype(jnp.float32) / 255.0)
+    np.testing.assert_allclose(jnp.mean(target, -1), 0.0, atol=1e-5)
+    pred = target.at[0, 1].add(2.0)  # wrong by 2 on patch 1 only
+    hidden = jnp.array([[True, True, True]])
+    text = jnp.array([[True, True, False]])
+    assert float(mae_loss(pred, patches, hidden, text)) == pytest.approx(4.0 / 2, rel=1e-5)
+    assert float(mae_loss(pred, patches, hidden & ~jnp.array([[0, 1, 0]], bool), text)) < 1e-9
+
+
+def test_span_mask_rules():
+    rng = np.random.default_rng(0)
+    n = np.array([20, 1, 2, 0, 9])
+    m = span_mask(n, 24, rng, ratio=0.25)
+    assert m.shape == (5, 24)
+    for row, k in zip(m, n):
+        assert not row[k:].any()  # never the end patch or padding
+        if k >= 2:
+            assert max(1, round(0.25 * k)) <= row.sum() <= k - 1
+    assert m[1].sum() == 1 and m[3].sum() == 0
+    with pytest.raises(ValueError, match=r"mae\.ratio"):
+        span_mask(n, 24, rng, ratio=1.5)
+
+
+def test_one_character_typo_changes_only_nearby_patches():
+    feats = PixelFeatures(RenderConfig(max_patches=40))
+    x, m = feats(["The quick brown fox jumps over the lazy dog.",
+                  "The quick brown fox jumps ovar the lazy dog."])  # fmt: skip
+    changed = np.flatnonzero((x[0] != x[1]).any(axis=1))
+    assert 1 <= len(changed) <= 2 and (m[0] == m[1]).all()
+    # the changed patches lie around the edited character, not at the start
+    assert changed.min() >= 8
+
+
+def test_token_features_truncation_and_empty_are_counted():
+    class Tok:
+        def encode(self, t):
+            return [3 + ord(ch) % 5 for ch in t]
+
+    f = TokenFeatures(Tok(), 4)
+    ids, mask = f(["abcdef", "", "ab"])
+    assert ids.shape == (3, 4) and mask.sum(1).tolist() == [4, 1, 2]
+    assert f.stats() == {"texts": 3, "truncated_texts": 1, "truncated_tokens": 2, "empty": 1}
+
+
+def test_pair_batches_deterministic_and_resumable():
+    feats = PixelFeatures(RenderConfig(max_patches=12))
+    sents = [f"Sentence number {i} is here." for i in range(10)]
+    a = PairBatches(feats, sents, None, 4, seed=3, kind="typo", rate=0.2)
+    first = [a.texts(s) for s in range(3)]
+    b = PairBatches(feats, sents, None, 4, seed=3, kind="typo", rate=0.2)
+    next(b)
+    state = b.get_state()
+    c = PairBatches(feats, sents, None, 4, seed=3, kind="typo", rate=0.2)
+    c.set_state(state)
+    assert c.texts(c.step) == first[1]
+    batch = next(c)
+    assert batch["a"].shape == (4, 12, 256) and batch["weight"].sum() == 4
+    assert all(x != y for x, y in zip(*first[0]))  # every positive differs from its anchor
+    with pytest.raises(ValueError, match="left sentences"):
+        PairBatches(feats, sents, sents[:3], 4)
+
+
+def test_mae_batches_hide_text_patches_only():
+    feats = PixelFeatures(RenderConfig(max_patches=16))
+    b = MAEBatches(feats, ["Some words to render, quite a few of them."] * 4, 2, seed=1)
+    batch = next(b)
+    assert (batch["hidden"] <= batch["text"]).all() and batch["hidden"].any()
+    assert (batch["text"].sum(1) == batch["a_mask"].sum(1) - 1).all()
+
+
+def test_split_sentences_and_adjacent_pairs():
+    doc = 'He said "Stop." Then he left! Was it 3 p.m.? 42 people saw it.'
+    s = split_sentences(doc)
+    assert s == ['He said "Stop."', "Then he left!", "Was it 3 p.m.?", "42 people saw it."]
+    assert " ".join(s) == " ".join(doc.split())
+    assert adjacent_pairs([s[:3], ["one"]]) == (s[:2], s[1:3])
+
+
+def test_soup_averages_and_seed_checkpoint_starts_training_there(tmp_path):
+    from lexlm.eval.checkpoint_eval import restore_params
+    from lexlm.train import default_train_config
+    from lexlm.train.contrastive_task import make_contrastive_task, seed_checkpoint
+
+    p = unbox(init_params(PIX, jax.random.key(0)))
+    q = jax.tree.map(lambda x: x + 2.0, p)
+    s = soup([p, q])
+    np.testing.assert_allclose(s["head_dense"]["kernel"], p["head_dense"]["kernel"] + 1.0,
+                               rtol=1e-6)  # fmt: skip
+    task, t = make_contrastive_task(PIX), default_train_config()
+    assert seed_checkpoint(task, t, tmp_path, s)
+    assert not seed_checkpoint(task, t, tmp_path, p)  # an existing checkpoint is kept
+    restored, step, _ = restore_params(task, t, tmp_path)
+    assert step == 0
+    np.testing.assert_allclose(restored["block_0"]["qkv"]["kernel"], s["block_0"]["qkv"]["kernel"])
+    with pytest.raises(ValueError, match="soup"):
+        soup([])
