@@ -92,7 +92,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     if args.compile_cache != "none":
         jax.config.update("jax_compilation_cache_dir", args.compile_cache or str(out / "jax_cache"))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        # only programs that take a while to compile: writing thousands of tiny ones costs more
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     started = time.perf_counter()
 
