@@ -154,7 +154,10 @@ def embedder(cfg, params, features, batch: int, head: bool = True):
         out = []
         for start in range(0, len(texts), batch):
             chunk = texts[start : start + batch]
-            x, m = features(chunk + [""] * (batch - len(chunk)))
+            x, m = features(chunk)  # filler rows are added after, so no count includes them
+            pad = batch - len(chunk)
+            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+            m = np.concatenate([m, np.zeros((pad, m.shape[1]), bool)])
             out.append(np.asarray(f(params, x, m))[: len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, cfg.width), np.float32)
 
