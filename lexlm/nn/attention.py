@@ -39,16 +39,27 @@ def masked_attention(
     return weighted_values(scores * q.shape[-1] ** -0.5, v, allowed)
 
 
-def causal_allowed(t: int, s: int) -> Bool[Array, "1 T S"]:
-    """Queries are the last t positions of the s keys (equal when there is no cache)."""
-    return (jnp.arange(s)[None, :] <= (jnp.arange(t)[:, None] + (s - t)))[None]
+def causal_allowed(t: int, s: int, window: int = 0) -> Bool[Array, "1 T S"]:
+    """Queries are the last t positions of the s keys (equal when there is no cache).
+
+    ``window`` > 0: sliding-window attention, query i sees keys i - window + 1 .. i only."""
+    query = jnp.arange(t)[:, None] + (s - t)
+    key = jnp.arange(s)[None, :]
+    allowed = key <= query
+    if window > 0:
+        allowed &= key > query - window
+    return allowed[None]
 
 
 def _xla_attention(
-    q: Float[Array, "B T H K"], k: Float[Array, "B S H K"], v: Float[Array, "B S H K"], causal: bool
+    q: Float[Array, "B T H K"],
+    k: Float[Array, "B S H K"],
+    v: Float[Array, "B S H K"],
+    causal: bool,
+    window: int = 0,
 ) -> Float[Array, "B T H K"]:
     t, s = q.shape[1], k.shape[1]
-    allowed = causal_allowed(t, s) if causal else jnp.ones((1, t, s), bool)
+    allowed = causal_allowed(t, s, window) if causal else jnp.ones((1, t, s), bool)
     return masked_attention(q, k, v, allowed)
 
 
@@ -63,8 +74,10 @@ def dot_product_attention(
     *,
     causal: bool = True,
     impl: str = "xla",
+    window: int = 0,
 ) -> Float[Array, "B T H K"]:
-    """Multi-head attention over [batch, length, heads, head_dim] tensors."""
+    """Multi-head attention over [batch, length, heads, head_dim] tensors; ``window`` > 0
+    (causal only) limits each query to its last ``window`` keys, itself included."""
     if impl not in IMPLS:
         raise ValueError(f"model.attention: unknown attention implementation {impl!r}; use {IMPLS}")
     if impl == "auto":
@@ -75,5 +88,8 @@ def dot_product_attention(
                 "model.attention: 'cudnn' needs an NVIDIA GPU and bf16/fp16 compute "
                 f"(backend={jax.default_backend()}, dtype={q.dtype}); use 'xla' or 'auto'"
             )
-        return jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation="cudnn")
-    return _xla_attention(q, k, v, causal)
+        local = (window - 1, 0) if window > 0 else None
+        return jax.nn.dot_product_attention(
+            q, k, v, is_causal=causal, local_window_size=local, implementation="cudnn"
+        )
+    return _xla_attention(q, k, v, causal, window)

@@ -1,5 +1,6 @@
 """Transformer building blocks shared by several models.
 
+``token_nll`` and ``empty_kv``: the loss and the cache layout every block-based LM shares.
 ``CachedBlock``: a pre-LayerNorm block with an explicit boolean attention mask (bidirectional,
 causal or anything else) and an optional key/value cache, used by the word-pooled LM's three
 stacks and by the pixel/token sentence encoders (``lexlm.nn.vit``). ``logical_param``: a
@@ -53,6 +54,18 @@ class CachedBlock(nn.Module):
         y = Projection((d,), (f,), ("embed", "mlp"), 0.02, dt, name="mlp_in")(y)
         y = Projection((f,), (d,), ("mlp", "embed"), out_std, dt, name="mlp_out")(nn.gelu(y))
         return nn.with_logical_constraint(x + y, ("batch", "length", "embed")), cache
+
+
+def token_nll(logits, targets):
+    """Per-position negative log-likelihood (nats) of integer ``targets`` under ``logits``."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, jnp.asarray(targets)[..., None], axis=-1)[..., 0]
+
+
+def empty_kv(batch: int, slots: int, width: int, heads: int, dtype):
+    """A zero key/value cache ``(k, v)`` [batch, slots, heads, width // heads] for one block."""
+    shape = (batch, slots, heads, width // heads)
+    return (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
 def logical_param(module, name, shape, std, axes):

@@ -67,6 +67,9 @@ class LMConfig:
     # 'standard' multi-head attention | 'low_rank': queries/keys from rank-qk_rank factors
     # shared by all heads (lexlm.nn.low_rank_attention), always on the xla path
     attention_kind: str = "standard"
+    # > 0: sliding-window causal attention over the last `window` positions (SpaceByte's
+    # "byte Transformer, window attention" baseline); 0: full causal attention
+    window: int = 0
     qk_rank: int = 0  # low_rank: the shared rank r (0 = width // heads)
     embedding: str = "learned"  # 'learned' | 'lexinvariant' | 'semi'
     semi_p: float = 0.0
@@ -115,6 +118,8 @@ class LMConfig:
                 raise ValueError("model.smear_keys: not available with attention_kind='low_rank'")
             if self.positions == "rope" and self.rank % 2:
                 raise ValueError(f"model.positions: 'rope' needs an even qk_rank, got {self.rank}")
+        if self.window < 0:
+            raise ValueError(f"model.window: must be >= 0, got {self.window}")
         if self.position_std < 0:
             raise ValueError(f"model.position_std: must be >= 0, got {self.position_std}")
 
@@ -251,7 +256,7 @@ class Block(nn.Module):
             q, kk = rotary(q, pos), rotary(kk, pos)
         # Kept only when a caller asks for intermediates (attention-pattern analysis).
         self.sow("intermediates", "queries_keys", (q, kk))
-        return dot_product_attention(q, kk, v, causal=True, impl=cfg.attention)
+        return dot_product_attention(q, kk, v, causal=True, impl=cfg.attention, window=cfg.window)
 
     def _low_rank_attention(self, y: Float[Array, "B T D"]) -> Float[Array, "B T H K"]:
         """Queries and keys from shared rank-r factors (``lexlm.nn.low_rank_attention``)."""
@@ -276,7 +281,7 @@ class Block(nn.Module):
         self.sow("intermediates", "queries_keys", (q, jnp.broadcast_to(b[:, :, None], q.shape)))
         scores = lowrank.low_rank_scores(a, b, gains)
         t = y.shape[1]
-        return weighted_values(scores, v, causal_allowed(t, t))
+        return weighted_values(scores, v, causal_allowed(t, t, cfg.window))
 
     @nn.compact
     def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:

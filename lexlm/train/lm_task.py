@@ -13,11 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from lexlm.nn import lexinvariant as lexinv
+from lexlm.nn.megabyte import MegaByteConfig
+from lexlm.nn.spacebyte import SpaceByteConfig
 from lexlm.nn.transformer import LMConfig, TransformerLM
 from lexlm.train.loop import Task
 
 
-def embedding_inputs(cfg: LMConfig, key: jax.Array, batch_size: int, train: bool = True) -> dict:
+def embedding_inputs(cfg: AnyLMConfig, key: jax.Array, batch_size: int, train: bool = True) -> dict:
     """Per-sequence randomness the model needs: seq_keys, and the semi mask when training."""
     if cfg.embedding == "learned":
         return {}
@@ -32,10 +34,19 @@ def embedding_inputs(cfg: LMConfig, key: jax.Array, batch_size: int, train: bool
 
 # LMConfig fields that change how a model computes or initialises, not the shape of its state:
 # a run may resume with other values of these (say, cudnn attention on a GPU).
-RUNTIME_FIELDS = ("dtype", "attention", "vocab_chunk", "remat", "semi_p", "position_std", "qkv_std")
+RUNTIME_FIELDS = (
+    "dtype",
+    "attention",
+    "vocab_chunk",
+    "remat",
+    "semi_p",
+    "position_std",
+    "qkv_std",
+    "window",
+)
 
 
-def lm_identity(cfg: LMConfig) -> dict:
+def lm_identity(cfg: AnyLMConfig) -> dict:
     """The config fields that shape an LM's train state, under their config names."""
     names = {"vocab_size": "vocab_size", "max_len": "seq_len"}
     return {
@@ -45,14 +56,31 @@ def lm_identity(cfg: LMConfig) -> dict:
     }
 
 
-def lm_nll(model: TransformerLM, params, batch: dict, key: jax.Array, train: bool = True):
+AnyLMConfig = LMConfig | MegaByteConfig | SpaceByteConfig
+
+
+def lm_model(cfg: AnyLMConfig):
+    """The LM module of a config: ``LMConfig`` -> ``TransformerLM``, ``MegaByteConfig`` ->
+    ``MegaByteLM``, ``SpaceByteConfig`` -> ``SpaceByteLM`` (every one has ``nll`` and
+    ``logits``, so the task, the evaluation and the next-word decoding serve all three)."""
+    from lexlm.nn.megabyte import MegaByteLM
+    from lexlm.nn.spacebyte import SpaceByteLM
+
+    if isinstance(cfg, MegaByteConfig):
+        return MegaByteLM(cfg)
+    if isinstance(cfg, SpaceByteConfig):
+        return SpaceByteLM(cfg)
+    return TransformerLM(cfg)
+
+
+def lm_nll(model, params, batch: dict, key: jax.Array, train: bool = True):
     """Per-token NLL [B, T] (nats) for a batch."""
     extra = embedding_inputs(model.cfg, key, batch["inputs"].shape[0], train)
     return model.apply({"params": params}, batch["inputs"], batch["targets"], method="nll", **extra)
 
 
-def make_lm_task(cfg: LMConfig, seq_len: int, name: str = "lm") -> Task:
-    model = TransformerLM(cfg)
+def make_lm_task(cfg: AnyLMConfig, seq_len: int, name: str = "lm") -> Task:
+    model = lm_model(cfg)
 
     def init(key):
         tokens = jnp.zeros((1, seq_len), jnp.int32)
