@@ -20,18 +20,30 @@ from etils import epath
 
 from lexlm.errors import ConfigError
 from lexlm.eval import accumulate_nll, params_mesh, restore_params
-from lexlm.nn import LMConfig, TransformerLM
+from lexlm.nn import LMConfig
 from lexlm.paths import as_path
 from lexlm.train import make_lm_task, train, validate_train_config
-from lexlm.train.lm_task import lm_nll
+from lexlm.train.lm_task import lm_model, lm_nll
 from lexlm.train.loop import maybe_initialize_distributed
 
 log = logging.getLogger(__name__)
 
 
-def lm_config(cfg, vocab_size: int) -> LMConfig:
+ARCHS = ("transformer", "megabyte", "spacebyte")
+
+
+def lm_config(cfg, vocab_size: int):
+    """The model config of a run: ``cfg.arch`` (default 'transformer') picks ``LMConfig``,
+    ``MegaByteConfig`` or ``SpaceByteConfig``, filled from ``cfg.model``."""
+    from lexlm.nn.megabyte import MegaByteConfig
+    from lexlm.nn.spacebyte import SpaceByteConfig
+
+    arch = str(cfg.get("arch", "transformer"))
+    if arch not in ARCHS:
+        raise ConfigError("arch", f"unknown architecture {arch!r}; use one of {ARCHS}")
+    kind = {"transformer": LMConfig, "megabyte": MegaByteConfig, "spacebyte": SpaceByteConfig}
     try:
-        return LMConfig(vocab_size=vocab_size, max_len=int(cfg.seq_len), **cfg.model.to_dict())
+        return kind[arch](vocab_size=vocab_size, max_len=int(cfg.seq_len), **cfg.model.to_dict())
     except (TypeError, ValueError) as e:
         field, _, message = str(e).partition(": ")
         if field.startswith("model.") and message:  # LMConfig already names the field
@@ -137,10 +149,10 @@ def restore_lm(workdir: str | os.PathLike, step: int | None = None, vocab_size: 
     model_cfg = lm_config(cfg, vocab_size or tok.vocab_size)
     task = make_lm_task(model_cfg, int(cfg.seq_len))
     params, restored_step, _ = restore_params(task, cfg.train, workdir, step)
-    return TransformerLM(model_cfg), params, tok, cfg, restored_step
+    return lm_model(model_cfg), params, tok, cfg, restored_step
 
 
-def nll_function(model: TransformerLM, params):
+def nll_function(model, params):
     """Per-token NLL at evaluation (fresh random tables per key for lexinvariant), jitted with
     the parameters as an argument, so with sharded parameters (``restore_lm``) the batch is split
     over their mesh rather than recomputed on every device. ``fn.mesh`` is that mesh (or None);

@@ -20,6 +20,10 @@ Configs (``get_config(arg)``; every field takes ``--config.a.b=value``, the data
 * ``paper``: the paper's model: width 512, encoder 2 layers / 4 heads, word LM 8 layers /
   8 heads, decoder 2 layers, p = 4, 192 words of context (for a GPU or TPU).
 
+Models (``models``): ``word_pooled``, ``char``, ``byte``, ``subword``, ``word``, and the
+byte-patching peers ``byte_window``, ``megabyte4``, ``megabyte8``, ``spacebyte`` (sizes in
+``patching``; ``experiments/byte_patching.py`` runs them at two budgets).
+
 Protocol. Every model is trained on the same training split. Its steps are set so that its
 training FLOPs (XLA's count of one forward and backward pass, times steps) equal
 ``budget.train_flops`` (0: the word-pooled model's at ``train.steps``). Every model is then
@@ -36,6 +40,7 @@ from __future__ import annotations
 import json
 import time
 
+import jax
 import ml_collections
 
 from experiments import word_pooled_report as report
@@ -84,7 +89,39 @@ def base_config() -> ml_collections.ConfigDict:
             word_max_vocab=0,
         )
     )
+    # the byte-patching peers (experiments/byte_patching.py), byte-level like the byte LM:
+    # byte_window: the byte LM with sliding-window attention over its last `window` bytes;
+    # megabyte4 / megabyte8: MegaByte (lexlm.nn.megabyte) at P = 4 / 8 with these sizes;
+    # spacebyte: SpaceByte (lexlm.nn.spacebyte); cap: global positions per window
+    c.patching = ml_collections.ConfigDict(
+        dict(
+            window=48,
+            megabyte=dict(
+                global_width=128,
+                global_depth=2,
+                global_heads=4,
+                local_width=64,
+                local_depth=1,
+                local_heads=2,
+                mlp_ratio=4,
+            ),
+            spacebyte=dict(
+                local_width=64,
+                local_depth=2,
+                local_heads=2,
+                window=48,
+                width=128,
+                depth=2,
+                heads=4,
+                cap=48,
+                mlp_ratio=4,
+            ),
+        )
+    )
     c.budget = ml_collections.ConfigDict(dict(train_flops=0.0))
+    # > 0: every model warms up for this fraction of its own steps (FLOP matching gives the
+    # models different step counts); 0: train.warmup_steps for all
+    c.warmup_fraction = 0.0
     c.eval = ml_collections.ConfigDict(
         dict(
             split="test",
@@ -113,6 +150,11 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         c.baseline.seq_len.update(byte=320, char=256, subword=96)
         c.baseline.subword_vocab = 2048
         c.baseline.word_seq_len = 48
+        c.patching.window = 64
+        c.patching.megabyte.update(global_width=256, global_depth=4, local_width=128)
+        c.patching.megabyte.update(local_depth=2, local_heads=4)
+        c.patching.spacebyte.update(local_width=128, local_depth=4, local_heads=4, window=64)
+        c.patching.spacebyte.update(width=256, depth=4, heads=4, cap=80)
         c.train.update(steps=500, batch_size=16, lr=2e-3, warmup_steps=50, log_every=50)
         c.eval.update(targets=600, context_chars=200)
         if arg == "spanish":
@@ -166,13 +208,21 @@ def validate(c) -> None:
             "data.unit", f"word-pooled units must be 'char' or 'byte', got {c.data.unit!r}"
         )
     validate_data_config(c.data)
-    model_list(c)
-    for field in ("max_units", "words", "eval.targets", "eval.context_chars"):
+    for kind in model_list(c):
+        if kind in runs.PATCH_KINDS:  # the model's sizes, before anything is read or trained
+            from experiments import lm_runs
+
+            lm_runs.lm_config(runs.kind_config(c, kind), 259)
+    for field in ("max_units", "words", "eval.context_chars"):
         value = c
         for part in field.split("."):
             value = value[part]
         if int(value) < 1:
             raise ConfigError(field, f"must be >= 1, got {value}")
+    if int(c.eval.targets) < 0:  # 0: bits per byte only, no next-word predictions
+        raise ConfigError("eval.targets", f"must be >= 0, got {c.eval.targets}")
+    if not 0.0 <= float(c.warmup_fraction) < 1.0:
+        raise ConfigError("warmup_fraction", f"must be in [0, 1), got {c.warmup_fraction}")
     if float(c.budget.train_flops) < 0:
         raise ConfigError("budget.train_flops", f"must be >= 0, got {c.budget.train_flops}")
     for kind, gen in c.eval.gen_units.items():
@@ -185,18 +235,26 @@ def protocol(c) -> dict:
     return {"eval": c.eval.to_dict(), "max_units": int(c.max_units)}
 
 
-def run(c, out) -> dict:
-    """Trains (or resumes) every model at matched FLOPs, evaluates each from its checkpoint."""
+def param_count(prep) -> int:
+    """Parameters of a run's model, from the abstract init (no values computed)."""
+    params, _ = runs._abstract_inputs(prep)
+    return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def run(c, out, grid_name: str = "word_pooled") -> dict:
+    """Trains (or resumes) every model at matched FLOPs, evaluates each from its checkpoint;
+    the runs live in ``<out>/runs/<grid_name>/<model>``."""
     validate(c)
     out = as_path(out)
-    grid = out / "runs" / "word_pooled"
+    grid = out / "runs" / grid_name
     grid.mkdir(parents=True, exist_ok=True)
     (grid / "config.json").write_text(c.to_json_best_effort(indent=2))
     names = model_list(c)
     configs = {k: runs.kind_config(c, k) for k in names}
-    flops, infer_flops, bytes_per_step = {}, {}, {}
+    flops, infer_flops, bytes_per_step, n_params = {}, {}, {}, {}
     for k in names:
         prep = runs.prepare(configs[k], grid / k)
+        n_params[k] = param_count(prep)
         flops[k] = runs.step_flops(prep)
         infer_flops[k] = runs.forward_flops(prep)
         bytes_per_step[k] = prep.units_per_batch * prep.bytes_per_unit
@@ -214,6 +272,8 @@ def run(c, out) -> dict:
             if ev.get("step") == steps and ev.get("protocol") == protocol(c):
                 results[k] = ev
                 continue
+        if float(c.warmup_fraction) > 0:
+            configs[k].train.warmup_steps = max(1, round(float(c.warmup_fraction) * steps))
         t0 = time.perf_counter()
         result = runs.train_kind(configs[k], wd, steps)
         if result.stopped_by != "steps":
@@ -229,6 +289,7 @@ def run(c, out) -> dict:
             train_flops_per_byte=flops[k] / bytes_per_step[k],
             infer_flops_per_byte=infer_flops[k] / bytes_per_step[k],
             train_bytes=steps * bytes_per_step[k],
+            params=n_params[k],
         )
         saved.write_text(json.dumps(ev, indent=1))
         results[k] = ev

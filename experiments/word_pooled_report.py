@@ -25,6 +25,10 @@ NAMES = {
     "byte": "byte LM",
     "subword": "subword LM",
     "word": "word LM (+ spelled OOV)",
+    "byte_window": "byte LM, window attention",
+    "megabyte4": "MegaByte, P = 4",
+    "megabyte8": "MegaByte, P = 8",
+    "spacebyte": "SpaceByte",
     "bigram": "count reference: most frequent next word after the previous word",
 }
 
@@ -50,6 +54,7 @@ def findings(results: Mapping[str, dict], counts: Mapping[str, int]) -> dict:
             "train_flops_per_byte": r.get("train_flops_per_byte"),
             "infer_flops_per_byte": r.get("infer_flops_per_byte"),
             "train_s": r.get("train_s"),
+            "params": r.get("params"),
         }
         if "oov_rate" in r:
             rows[kind]["oov_rate"] = r["oov_rate"]

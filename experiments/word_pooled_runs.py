@@ -1,8 +1,12 @@
 """Training and checkpoint evaluation of each model kind in the word-pooled experiment.
 
 Kinds: ``word_pooled`` (``lexlm.nn.word_pooled``), ``word`` (a closed-vocabulary word-level
-TransformerLM whose unknown words are spelled by ``SpellingModel``), and the token LMs
-``byte``, ``char`` and ``subword`` (``experiments.lm_runs``, the foundation's TransformerLM).
+TransformerLM whose unknown words are spelled by ``SpellingModel``), the token LMs
+``byte``, ``char`` and ``subword`` (``experiments.lm_runs``, the foundation's TransformerLM),
+and the byte-patching peers on UTF-8 bytes (``PATCH_KINDS``, also through ``lm_runs``, whose
+``arch`` picks the module): ``byte_window`` (the byte LM with sliding-window attention),
+``megabyte4`` / ``megabyte8`` (``lexlm.nn.megabyte``) and ``spacebyte``
+(``lexlm.nn.spacebyte``), sized by the experiment config's ``patching`` fields.
 Every run is a workdir with its own ``config.json``, so it is evaluated from its checkpoint
 by ``evaluate_kind`` alone. What the evaluation returns, for every kind:
 
@@ -33,7 +37,16 @@ from lexlm.paths import as_path
 from lexlm.text.tokenizers import EOS_ID, PAD_ID, UNK_ID
 
 TOKEN_KINDS = ("byte", "char", "subword")
-KINDS = ("word_pooled", "word", *TOKEN_KINDS)
+# byte-level runs of another architecture (the byte-patching peers, ``experiments.byte_patching``):
+# name -> (lm_runs arch, patch size or None)
+PATCH_KINDS = {
+    "byte_window": ("transformer", None),
+    "megabyte4": ("megabyte", 4),
+    "megabyte8": ("megabyte", 8),
+    "spacebyte": ("spacebyte", None),
+}
+LM_KINDS = (*TOKEN_KINDS, *PATCH_KINDS)  # trained and evaluated through experiments.lm_runs
+KINDS = ("word_pooled", "word", *LM_KINDS)
 
 
 # -- configs -------------------------------------------------------------------------------
@@ -52,15 +65,27 @@ def kind_config(c, kind: str) -> ml_collections.ConfigDict:
     """The run config of one model of experiment config ``c`` (steps set later)."""
     if kind not in KINDS:
         raise ConfigError("models", f"unknown model {kind!r}; allowed: {', '.join(KINDS)}")
-    if kind in TOKEN_KINDS:
+    if kind in LM_KINDS:
         from experiments import lm
 
         r = lm.base_config()
         r.data = ml_collections.ConfigDict(c.data.to_dict())
-        r.data.unit = kind
+        unit = "byte" if kind in PATCH_KINDS else kind
+        r.data.unit = unit
         r.data.vocab_size = int(c.baseline.subword_vocab) if kind == "subword" else 0
-        r.seq_len = int(c.baseline.seq_len[kind])
+        r.seq_len = int(c.baseline.seq_len[unit])
         r.model.update(c.baseline.model.to_dict())
+        if kind in PATCH_KINDS:
+            r.name = kind
+            arch, patch = PATCH_KINDS[kind]
+            r.arch = arch
+            if kind == "byte_window":
+                r.model.window = int(c.patching.window)
+            else:
+                sizes = c.patching[arch].to_dict()
+                if patch is not None:
+                    sizes["patch"] = patch
+                r.model = ml_collections.ConfigDict(sizes)
         r.train = ml_collections.ConfigDict(c.train.to_dict())
         r.train.batch_size = int(c.baseline.batch_size)
         r.eval.batch_size = int(c.eval.batch_size)
@@ -355,10 +380,10 @@ def evaluate_kind(workdir, split: str = "test") -> dict:
     """Bits per character/byte and next-word predictions of a run from its checkpoint."""
     workdir = as_path(workdir)
     cfg = lm_runs.load_config(workdir)
-    kind = cfg.get("kind") or cfg.data.unit
+    kind = cfg.get("kind") or cfg.get("name") or cfg.data.unit
     exp = lm_runs.load_config(workdir / "..")  # the experiment config of the grid
     n_targets, context_chars = int(exp.eval.targets), int(exp.eval.context_chars)
-    if kind in TOKEN_KINDS:
+    if kind in LM_KINDS:
         metrics = lm_runs.evaluate_run(workdir, split=split)
         model, params, tok, _, _step = lm_runs.restore_lm(workdir)
         texts, is_eos, chars = split_words(exp, split)
@@ -367,7 +392,7 @@ def evaluate_kind(workdir, split: str = "test") -> dict:
         for i in targets:
             j = nw.context_start(chars, int(i), context_chars, 1 << 30)
             contexts.append(encode_context(tok, texts[j:i], is_eos[j:i]))
-        gen = int(exp.eval.gen_units[kind])
+        gen = int(exp.eval.gen_units[cfg.data.unit])
         preds = token_lm_predictions(model, params, tok, contexts, gen, int(exp.eval.batch_size))
         result = {k: metrics[k] for k in ("bits_per_char", "bits_per_byte", "loss", "step")}
         result.update(zip(("n_chars", "n_bytes"), _token_text_size(cfg, tok, split)))
@@ -533,6 +558,8 @@ def bigram_reference(cfg, train_texts, train_eos, like: dict) -> dict:
 
 __all__ = [
     "KINDS",
+    "LM_KINDS",
+    "PATCH_KINDS",
     "TOKEN_KINDS",
     "evaluate_kind",
     "forward_flops",

@@ -52,6 +52,18 @@ def test_word_pooled_bench_batch_counts_the_characters_it_holds():
     assert lengths.min() >= 1 and lengths.max() <= 5
 
 
+def test_byte_transformer_width_matches_a_parameter_target():
+    from experiments.bench.byte_patching import matched_width
+
+    def count(cfg):  # a stand-in count: 10 * width^2
+        return 10 * cfg.local_width**2
+
+    # widths 4, 8, 12, ...: 10 * 32^2 = 10240 and 10 * 36^2 = 12960; 11000 is nearer 10240
+    assert matched_width(11_000, 2, 4, 64, count) == 32
+    assert matched_width(12_500, 2, 4, 64, count) == 36
+    assert matched_width(1, 2, 4, 64, count) == 4  # never below one head's width
+
+
 def test_fitted_exponent_recovers_known_power_laws():
     from experiments.bench.lama import fitted_exponent
 
