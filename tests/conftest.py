@@ -11,6 +11,13 @@ def compile_once(tmp_path_factory):
         yield
 
 
+@pytest.fixture
+def unoptimised_xla():
+    """XLA with most optimisations off for one test (``train_helpers.unoptimised_xla``)."""
+    with th.unoptimised_xla():
+        yield
+
+
 @pytest.fixture(scope="module")
 def reference(compile_once, tmp_path_factory):
     return th.reference_run(str(tmp_path_factory.getbasetemp()))

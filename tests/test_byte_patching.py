@@ -42,11 +42,15 @@ def unbox(tree):
 @pytest.fixture(scope="module")
 def models():
     x = jnp.full((1, 24), 3 + 97, jnp.int32)
+    window_lm = LMConfig(vocab_size=259, width=16, depth=1, heads=2, max_len=24, window=3)
     out = {}
-    for name, m in (("megabyte", MegaByteLM(MEGA)), ("spacebyte", SpaceByteLM(SPACE))):
-        out[name] = (m, unbox(jax.jit(m.init)(jax.random.key(1), x)["params"]))
-    lm = TransformerLM(LMConfig(vocab_size=259, width=16, depth=1, heads=2, max_len=24, window=3))
-    out["window"] = (lm, unbox(jax.jit(lm.init)(jax.random.key(2), x)["params"]))
+    with th.unoptimised_xla():  # the inits only: the tests compile their own programs
+        for name, m, seed in (
+            ("megabyte", MegaByteLM(MEGA), 1),
+            ("spacebyte", SpaceByteLM(SPACE), 1),
+            ("window", TransformerLM(window_lm), 2),
+        ):
+            out[name] = (m, unbox(jax.jit(m.init)(jax.random.key(seed), x)["params"]))
     return out
 
 
@@ -211,12 +215,15 @@ def test_cached_generation_equals_uncached(models, name):
 MESH_SCRIPT = textwrap.dedent(
     """
     import json, sys
+    import jax
     import numpy as np
     from lexlm.nn import LMConfig
     from lexlm.nn.megabyte import MegaByteConfig
     from lexlm.nn.spacebyte import SpaceByteConfig
     from lexlm.train import default_train_config, make_lm_task, train
 
+    # compiling is nearly all of this script's time; the partitioning is the same
+    jax.config.update("jax_disable_most_optimizations", True)
     configs = {
         "megabyte": MegaByteConfig(vocab_size=259, max_len=32, patch=8, global_width=32,
                                    global_depth=1, global_heads=2, local_width=16,
@@ -243,7 +250,7 @@ MESH_SCRIPT = textwrap.dedent(
         t.update(steps=8, batch_size=8, lr=1e-2, warmup_steps=1, log_every=1, ckpt_every=100,
                  tensorboard=False, progress=False, mesh=(2, 2, 2))
         result = train(t, make_lm_task(cfg, 32, name), Batches(), sys.argv[1] + "/" + name)
-        leaves = [x for x in __import__("jax").tree.leaves(result.state.params) if x.ndim >= 2]
+        leaves = [x for x in jax.tree.leaves(result.state.params) if x.ndim >= 2]
         devices = max(len(x.sharding.device_set) for x in leaves)
         print(name.upper(), json.dumps([devices, [h["loss"] for h in result.history]]))
     """
@@ -330,7 +337,7 @@ def test_findings_table_and_verdicts_from_two_grids():
     )
 
 
-def test_experiment_end_to_end_at_two_budgets(tmp_path, compile_once):
+def test_experiment_end_to_end_at_two_budgets(tmp_path, compile_once, unoptimised_xla):
     """SpaceByte at two budgets of the embedded corpus (the other kinds share its path through
     ``experiments.lm_runs``): matched FLOPs, evaluation from checkpoints, the count reference,
     SpaceByte's patching counts, the report and the plot."""

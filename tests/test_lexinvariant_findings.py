@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+import train_helpers as th
 
 from experiments import lexinvariant
 from experiments import lexinvariant_findings as lf
@@ -51,9 +52,11 @@ def test_cipher_is_a_bijection_fixing_special_ids():
 
 
 @pytest.fixture(scope="module")
-def toy_findings(tmp_path_factory):
+def toy_findings(tmp_path_factory, compile_once):
     """The whole experiment (train, evaluate, every finding) on the embedded corpus at toy
-    size: two 12-step runs of a 1 x 16 character LM with a 32-token context."""
+    size: two 12-step runs of a 1 x 16 character LM with a 32-token context. The module's
+    compilation cache compiles each program once, not once per call (the evaluations build
+    a fresh jitted function per call)."""
     c = lexinvariant.get_config("tiny")
     c.units = ("char",)
     c.base.seq_len = 32
@@ -67,7 +70,8 @@ def toy_findings(tmp_path_factory):
     c.mechanism.update(span=16, windows=8, draws=1)
     c.probe.update(windows=4, train_ciphers=2, test_ciphers=1, steps=20)
     out = tmp_path_factory.mktemp("lexinv")
-    return lexinvariant.run(c, out), out
+    with th.unoptimised_xla():
+        return lexinvariant.run(c, out), out
 
 
 def test_toy_experiment_produces_every_finding(toy_findings):

@@ -138,7 +138,8 @@ def _tiny(c):
     return c
 
 
-def test_tiny_run_end_to_end_and_reuse(tmp_path):
+# compile_once: the stages of one encoder share their train step, compiled once.
+def test_tiny_run_end_to_end_and_reuse(tmp_path, compile_once, unoptimised_xla):
     c = _tiny(pixel_sentence.get_config("tiny"))
     f = pixel_sentence.run(c, tmp_path)
     assert f["stages"] == ["mae", "unsup_combined", "soup", "topical_0"]

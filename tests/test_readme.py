@@ -9,7 +9,7 @@ import numpy as np
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_python_example_runs():
+def test_readme_python_example_runs(unoptimised_xla):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
     namespace: dict = {}
@@ -23,7 +23,7 @@ def test_readme_python_example_runs():
     assert abs(nll.mean() - math.log(32000)) < 0.1
 
 
-def test_readme_word_pooled_example_runs():
+def test_readme_word_pooled_example_runs(unoptimised_xla):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     namespace: dict = {}
     exec(compile(blocks[1], "README.md", "exec"), namespace)
@@ -36,7 +36,7 @@ def test_readme_word_pooled_example_runs():
     assert isinstance(namespace["text"], str)
 
 
-def test_readme_lama_example_runs():
+def test_readme_lama_example_runs(unoptimised_xla):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     namespace: dict = {}
     exec(compile(blocks[2], "README.md", "exec"), namespace)
@@ -48,7 +48,20 @@ def test_readme_lama_example_runs():
     assert namespace["cfg"].attention_param_count() < 4 * 128 * 128
 
 
-def test_readme_pixel_example_runs():
+def test_readme_byte_patching_example_runs(unoptimised_xla):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    namespace: dict = {}
+    exec(compile(blocks[4], "README.md", "exec"), namespace)
+    # "The" + " cat" ...: a patch starts at 0 and at every space after a word
+    assert namespace["starts"].tolist()[:4] == [0, 3, 7, 11]
+    assert np.asarray(namespace["nll"]).shape == (1, 48)
+    out, logits = np.asarray(namespace["out"]), np.asarray(namespace["logits"])
+    assert out.shape == (1, 32) and logits.shape == (1, 31, 259)
+    assert (out[:, :16] == np.asarray(namespace["inputs"])[:, :16]).all()
+    assert isinstance(namespace["text"], str)
+
+
+def test_readme_pixel_example_runs(unoptimised_xla):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     namespace: dict = {}
     exec(compile(blocks[3], "README.md", "exec"), namespace)

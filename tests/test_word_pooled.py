@@ -465,7 +465,7 @@ def test_heading_documents_hold_out_whole_books(tmp_path):
         split_documents(text, "heading", "")
 
 
-def test_experiment_end_to_end_on_the_embedded_corpus(tmp_path):
+def test_experiment_end_to_end_on_the_embedded_corpus(tmp_path, unoptimised_xla):
     """Every model kind's code path, trained a few steps and evaluated from its checkpoint."""
     from experiments import word_pooled
 

@@ -47,6 +47,23 @@ _cache_dir: str | None = None
 
 
 @contextlib.contextmanager
+def unoptimised_xla():
+    """XLA with most optimisations off: compiling is nearly all of a toy run's time, and these
+    tiny programs then compile 2-3x faster and compute the same numbers (to float
+    rounding). The executables compiled meanwhile are dropped after, so no other test runs
+    them (the persistent cache keys them apart by their compile options)."""
+    import jax
+
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
+        jax.clear_caches()
+
+
+@contextlib.contextmanager
 def compilation_cache(directory):
     """Persistent compilation cache in ``directory`` for this process and the children started
     by ``run_helper``, so the many runs of the same tiny program compile once. The previous
