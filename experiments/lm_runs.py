@@ -9,6 +9,7 @@ and is evaluated from its checkpoint through ``evaluate_run``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -152,6 +153,13 @@ def restore_lm(workdir: str | os.PathLike, step: int | None = None, vocab_size: 
     return lm_model(model_cfg), params, tok, cfg, restored_step
 
 
+@functools.lru_cache(maxsize=64)
+def _jitted_nll(model):
+    """One jitted evaluation NLL per model config (equal configs are equal modules), so the
+    many evaluations of one run shape in a process compile once."""
+    return jax.jit(lambda p, batch, key: lm_nll(model, p, batch, key, train=False))
+
+
 def nll_function(model, params):
     """Per-token NLL at evaluation (fresh random tables per key for lexinvariant), jitted with
     the parameters as an argument, so with sharded parameters (``restore_lm``) the batch is split
@@ -162,7 +170,7 @@ def nll_function(model, params):
     from lexlm.train import sharding as shd
 
     mesh = params_mesh(params)
-    jitted = jax.jit(lambda p, batch, key: lm_nll(model, p, batch, key, train=False))
+    jitted = _jitted_nll(model)
 
     def fn(batch, key):
         if mesh is None:
