@@ -10,12 +10,16 @@ written up as ``<out>/report.md`` with PNG plots.
 3. Word-pooled tokenization (``experiments/word_pooled.py:tiny``): the word-pooled LM against a
    character LM and a word-level LM at equal training FLOPs (the byte and subword LMs join in
    the ``shakespeare`` config, outside the main job's budget).
-4. LAMA (``experiments/lama.py:tiny``): attention-pooling classifiers (LAMA, LAMA+CTX and
+4. Byte-patching peers (``experiments/byte_patching.py:main``): the byte Transformer,
+   MegaByte (P = 4) and SpaceByte at two matched training-FLOP budgets, in bits per byte,
+   with a byte n-gram count reference (the other peers join in the ``tiny``,
+   ``shakespeare`` and ``spanish`` configs).
+5. LAMA (``experiments/lama.py:tiny``): attention-pooling classifiers (LAMA, LAMA+CTX and
    three baselines) on the embedded movie-review sentiment ratings.
-5. Pixel sentence encoders (``experiments/pixel_sentence.py:tiny``): a ViT over rendered text
+6. Pixel sentence encoders (``experiments/pixel_sentence.py:tiny``): a ViT over rendered text
    against a subword-token encoder, contrastive stages on the Lee background corpus, scored on
    the Lee documents' human similarity ratings, clean and under character typos.
-6. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
+7. With ``--extra symbols``: lexinvariant findings 3 and 4 (``experiments/lexinv_symbols.py``).
 
 Re-running resumes: finished runs are evaluated again from their checkpoints, not retrained.
 """
@@ -68,7 +72,7 @@ def main(argv=None):
     parser.add_argument(
         "--skip",
         default="",
-        help="comma-separated sections to skip: lexinv, word_pooled, lama, pixel",
+        help="comma-separated sections to skip: lexinv, word_pooled, byte_patching, lama, pixel",
     )
     parser.add_argument(
         "--extra",
@@ -119,6 +123,12 @@ def main(argv=None):
 
         findings = word_pooled.run(word_pooled.get_config("main"), out)
         sections.append(word_pooled.report_section(findings))
+
+    if "byte_patching" not in skip:
+        from experiments import byte_patching
+
+        findings = byte_patching.run(byte_patching.get_config("main"), out)
+        sections.append(byte_patching.report_section(findings))
 
     if "lama" not in skip:
         from experiments import lama

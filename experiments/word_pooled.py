@@ -106,11 +106,11 @@ def base_config() -> ml_collections.ConfigDict:
                 mlp_ratio=4,
             ),
             spacebyte=dict(
-                local_width=64,
+                local_width=48,
                 local_depth=2,
                 local_heads=2,
                 window=48,
-                width=128,
+                width=96,
                 depth=2,
                 heads=4,
                 cap=48,
@@ -153,8 +153,10 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         c.patching.window = 64
         c.patching.megabyte.update(global_width=256, global_depth=4, local_width=128)
         c.patching.megabyte.update(local_depth=2, local_heads=4)
-        c.patching.spacebyte.update(local_width=128, local_depth=4, local_heads=4, window=64)
-        c.patching.spacebyte.update(width=256, depth=4, heads=4, cap=80)
+        # D = 2 D_local and as many global as local blocks (SpaceByte's proportions), at
+        # about the byte LM's training FLOPs per byte
+        c.patching.spacebyte.update(local_width=96, local_depth=4, local_heads=4, window=64)
+        c.patching.spacebyte.update(width=192, depth=4, heads=4, cap=80)
         c.train.update(steps=500, batch_size=16, lr=2e-3, warmup_steps=50, log_every=50)
         c.eval.update(targets=600, context_chars=200)
         if arg == "spanish":
