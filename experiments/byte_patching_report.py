@@ -144,6 +144,10 @@ def section(f: dict, plot_path: str) -> str:
         rank = o["word_pooled_rank"]
         where = f"; the word-pooled LM ranks {rank} of {len(o['ranked'])}" if rank else ""
         lines.append(f"- At {b:.2g} FLOPs, SpaceByte's ordering {verdict(o)}{where}.")
+    by_order = f["reference"].get("test_bits_per_byte_by_order")
+    if by_order:
+        cells = ", ".join(f"{k}-gram {_fix(v)}" for k, v in by_order.items())
+        lines.append(f"- Byte n-gram count models on the test split (diagnostic): {cells}.")
     for split, p in f.get("spacebyte_patching", {}).items():
         lines.append(
             f"- SpaceByte's patching of the {split} split's windows: {p['bytes_per_patch']:.2f} "

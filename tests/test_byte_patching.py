@@ -282,6 +282,10 @@ def test_byte_ngram_known_answers():
     text = ["the cat sat on the mat. " * 20]
     r = select_and_score(text, text, text, 4)
     assert r["order"] == 4 and r["bits_per_byte"] < 0.5 and r["n_bytes"] == len(text[0])
+    by_order = r["test_bits_per_byte_by_order"]
+    assert list(by_order) == ["1", "2", "3", "4"] and by_order["4"] == r["bits_per_byte"]
+    assert by_order["1"] > by_order["2"] > by_order["4"]
+    assert by_order["1"] == pytest.approx(bits_per_byte(text, text, 1)["bits_per_byte"])
 
 
 # -- the experiment's findings --------------------------------------------------------------------
@@ -322,7 +326,9 @@ def test_findings_table_and_verdicts_from_two_grids():
         grid(1e11, {"byte": 3.0, "spacebyte": 3.2, "subword": 2.5}),
         grid(3e11, {"byte": 2.8, "spacebyte": 2.6, "subword": 2.2}),
     ]
-    f = rep.findings(grids, {"bits_per_byte": 2.9, "order": 3, "n_bytes": 50})
+    ref = {"bits_per_byte": 2.9, "order": 3, "n_bytes": 50}
+    ref["test_bits_per_byte_by_order"] = {"1": 4.5, "2": 3.4, "3": 2.9}
+    f = rep.findings(grids, ref)
     assert f["budgets"] == [1e11, 3e11] and list(f["rows"]) == ["byte", "spacebyte", "subword"]
     assert [r["bits_per_byte"] for r in f["rows"]["spacebyte"]] == [3.2, 2.6]
     assert [o["holds"] for o in f["orderings"]] == [False, True]
@@ -332,6 +338,7 @@ def test_findings_table_and_verdicts_from_two_grids():
         "| count reference: byte 3-gram (Witten-Bell) | - | 0 | - | - | 2.900 | - | 2.900 |" in text
     )
     assert "At 1e+11 FLOPs, SpaceByte's ordering does not reproduce (subword < SpaceByte, " in text
+    assert "models on the test split (diagnostic): 1-gram 4.500, 2-gram 3.400, 3-gram 2.900" in text
     assert (
         "SpaceByte NOT < byte" in text and "At 3e+11 FLOPs, SpaceByte's ordering reproduces" in text
     )

@@ -80,19 +80,25 @@ def select_and_score(
 ) -> dict:
     """Fits once at ``max_order``, picks the order (1..max_order) with the lowest validation
     bits per byte, and scores the test split with it (select on dev, report test):
-    {'bits_per_byte', 'n_bytes', 'order', 'validation_bits_per_byte'}."""
+    {'bits_per_byte', 'n_bytes', 'order', 'validation_bits_per_byte'}, and every order's test
+    bits per byte (``test_bits_per_byte_by_order``, a diagnostic: where a model sits between
+    count models of neighbouring orders)."""
     model = ByteNgram(max_order).fit(train)
     dev = {}
     for k in range(1, max_order + 1):
         total, n = model.bits(validation, k)
         dev[k] = total / n if n else float("inf")
     order = min(dev, key=dev.get)
-    total, n = model.bits(test, order)
+    test_bits = {}
+    for k in range(1, max_order + 1):  # every order on test: a diagnostic, never selected on
+        total, n = model.bits(test, k)
+        test_bits[k] = total / n if n else float("nan")
     return {
-        "bits_per_byte": total / n if n else float("nan"),
+        "bits_per_byte": test_bits[order],
         "n_bytes": n,
         "order": order,
         "validation_bits_per_byte": dev[order],
+        "test_bits_per_byte_by_order": {str(k): v for k, v in test_bits.items()},
     }
 
 
