@@ -29,8 +29,8 @@ SpaceByte's patching on the test windows (bytes per patch, bytes past the global
 Configs (``get_config(arg)``; ``--config.a.b=value`` reaches every field, the data too):
 
 * ``tiny``: the embedded Lee corpus, every model, two tiny budgets.
-* ``main``: ``tiny`` with the byte, MegaByte P = 4 and SpaceByte models at budgets 6e10 and
-  1.8e11, the main job's section (sized for its 15-minute budget).
+* ``main``: ``tiny`` with MegaByte P = 4 and SpaceByte at budgets 3e10 and 9e10, the main
+  job's section (sized for its 15-minute budget: a check of the pipeline, not a finding).
 * ``shakespeare`` / ``spanish``: the word-pooled configs of the same names (sizes, splits),
   every model, budgets 3e12 and 9e12 FLOPs.
 * ``paper``: SpaceByte's own grid, 1e18 and 1e19 FLOPs on PG-19 (``paper_sizes``), for a GPU
@@ -72,8 +72,8 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
     if arg in ("tiny", "main"):
         c.budgets = "1.5e11,4.5e11"
         if arg == "main":
-            c.models = "byte,megabyte4,spacebyte"
-            c.budgets = "6e10,1.8e11"
+            c.models = "megabyte4,spacebyte"
+            c.budgets = "3e10,9e10"
     elif arg == "paper":
         paper_sizes(c)
     else:

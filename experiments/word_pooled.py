@@ -243,6 +243,25 @@ def param_count(prep) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
+_COUNTS: dict = {}
+
+
+def _counts(cfg, workdir) -> tuple[float, float, float, int]:
+    """(training FLOPs per step, inference FLOPs per batch, bytes per step, parameters) of a
+    run config, counted once per process (grids of several budgets share their models)."""
+    key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "train"}, sort_keys=True)
+    key += json.dumps(cfg.train.batch_size)
+    if key not in _COUNTS:
+        prep = runs.prepare(cfg, workdir)
+        _COUNTS[key] = (
+            runs.step_flops(prep),
+            runs.forward_flops(prep),
+            prep.units_per_batch * prep.bytes_per_unit,
+            param_count(prep),
+        )
+    return _COUNTS[key]
+
+
 def run(c, out, grid_name: str = "word_pooled") -> dict:
     """Trains (or resumes) every model at matched FLOPs, evaluates each from its checkpoint;
     the runs live in ``<out>/runs/<grid_name>/<model>``."""
@@ -255,11 +274,8 @@ def run(c, out, grid_name: str = "word_pooled") -> dict:
     configs = {k: runs.kind_config(c, k) for k in names}
     flops, infer_flops, bytes_per_step, n_params = {}, {}, {}, {}
     for k in names:
-        prep = runs.prepare(configs[k], grid / k)
-        n_params[k] = param_count(prep)
-        flops[k] = runs.step_flops(prep)
-        infer_flops[k] = runs.forward_flops(prep)
-        bytes_per_step[k] = prep.units_per_batch * prep.bytes_per_unit
+        counts = _counts(configs[k], grid / k)
+        flops[k], infer_flops[k], bytes_per_step[k], n_params[k] = counts
     budget = float(c.budget.train_flops)
     if budget <= 0:
         ref = "word_pooled" if "word_pooled" in names else names[0]
