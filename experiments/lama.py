@@ -69,7 +69,7 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
     if arg == "tiny":
         c.data.max_len = 48
         c.model.update(embed=48, hidden=32, heads=4, attn_hidden=32, mlp_hidden=64)
-        c.train.update(steps=240, ckpt_every=80, keep=1)
+        c.train.update(steps=120, ckpt_every=40, keep=1)
     elif arg == "sst2":
         c.data.source = "sst2"
         c.data.max_len = 64

@@ -62,7 +62,7 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
     c.tokenizer = ml_collections.ConfigDict(dict(vocab_size=2000))
     c.stages = ml_collections.ConfigDict(
         dict(mae_steps=0, mae_ratio=0.25, unsup="typo,word_shuffle,conditional_shuffle,combined",
-             unsup_steps=20, rate=0.1, topical_steps=0, sup_steps=0, rounds=1)
+             unsup_steps=12, rate=0.1, topical_steps=0, sup_steps=0, rounds=1)
     )  # fmt: skip
     c.temperature = 0.05
     c.train = default_train_config()
