@@ -1,8 +1,8 @@
 """Text corpora as TFDS array_record datasets, read with grain into language-model batches.
 
 `import lexlm.data` needs only ml_collections and numpy: the config block and its validation
-work on machines without the data stack. TensorFlow Datasets is imported when a split is
-opened or a builder is used, grain when a pipeline is built.
+(``lexlm.data.config``) work on machines without the data stack. TensorFlow Datasets is
+imported when a split is opened or a builder is used, grain when a pipeline is built.
 
     cfg = default_data_config()                 # the `data` block of a config
     validate_data_config(cfg)                   # before compiling anything
@@ -11,12 +11,20 @@ opened or a builder is used, grain when a pipeline is built.
     ds = lm_train_dataset(train, tok, seq_len=256, batch_size=32, seed=cfg.seed)
     batches = iter(ds)                          # get_state()/set_state() for checkpoints
     val = lm_eval_windows(open_split(cfg, "validation"), tok, seq_len=256)
-
-`data.source` picks the corpus: 'default' (the Lee news corpus), 'python_stdlib' (this
-interpreter's standard library `.py` files, embedded code; `python_stdlib_manifest(cfg)` gives
-its Python version and files per split, to save with a run), 'files' or 'tfds'.
 """
 
+from lexlm.data.config import (
+    DOC_SPLITS,
+    EMBEDDED,
+    FORMATS,
+    SOURCES,
+    SPLITS,
+    default_data_config,
+    default_data_dir,
+    input_fingerprints,
+    resolve_text_files,
+    validate_data_config,
+)
 from lexlm.data.pipeline import (
     lm_eval_documents,
     lm_eval_windows,
@@ -24,18 +32,11 @@ from lexlm.data.pipeline import (
     read_documents,
 )
 from lexlm.data.sources import (
-    DOC_SPLITS,
-    SOURCES,
-    SPLITS,
     ChunkedSource,
     TextFieldSource,
     chunk_bounds,
-    default_data_config,
-    default_data_dir,
     open_split,
-    resolve_text_files,
     tfds_builder,
-    validate_data_config,
 )
 
 # These subclass TFDS or grain classes, so they are imported on first use.
@@ -46,6 +47,7 @@ _LAZY = {
     "python_stdlib_manifest": "code_corpus",
     "lee_corpus_path": "builders",
     "lee_split_indices": "builders",
+    "read_lee_lines": "builders",
     "PackIterDataset": "packing",
     "PackStats": "packing",
 }
@@ -61,6 +63,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "DOC_SPLITS",
+    "EMBEDDED",
+    "FORMATS",
     "SOURCES",
     "SPLITS",
     "ChunkedSource",
@@ -73,6 +77,7 @@ __all__ = [
     "chunk_bounds",
     "default_data_config",
     "default_data_dir",
+    "input_fingerprints",
     "lee_corpus_path",
     "lee_split_indices",
     "lm_eval_documents",
@@ -81,6 +86,7 @@ __all__ = [
     "open_split",
     "python_stdlib_manifest",
     "read_documents",
+    "read_lee_lines",
     "resolve_text_files",
     "tfds_builder",
     "validate_data_config",

@@ -36,7 +36,7 @@ from typing import ClassVar
 import numpy as np
 import tensorflow_datasets as tfds
 
-from lexlm.data.sources import (
+from lexlm.data.config import (
     DOC_SPLITS,
     SPLITS,
     check_heading_pattern,
@@ -83,7 +83,7 @@ def lee_corpus_path() -> str:
     return path
 
 
-def _read_lee_lines() -> list[bytes]:
+def read_lee_lines() -> list[bytes]:
     with open(lee_corpus_path(), "rb") as f:
         lines = f.read().split(b"\n")
     if len(lines) != LEE_NUM_LINES:
@@ -96,7 +96,7 @@ def lee_split_indices(lines: Sequence[bytes] | None = None) -> dict[str, np.ndar
 
     Each split's line numbers are sorted, so a split reads in corpus order.
     """
-    lines = _read_lee_lines() if lines is None else lines
+    lines = read_lee_lines() if lines is None else lines
     first_seen: dict[bytes, int] = {}
     for index, line in enumerate(lines):
         first_seen.setdefault(line.strip(), index)
@@ -139,7 +139,7 @@ class LeeCorpus(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         del dl_manager  # nothing to download: the file comes with an installed package
-        lines = _read_lee_lines()
+        lines = read_lee_lines()
         return {
             name: self._generate_examples(lines, indices)
             for name, indices in lee_split_indices(lines).items()

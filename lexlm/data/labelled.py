@@ -39,7 +39,7 @@ import numpy as np
 from etils import epath
 from jaxtyping import Int, Int32
 
-from lexlm.data.sources import check_holdout
+from lexlm.data.config import check_holdout
 from lexlm.data.word_windows import rank_by_count
 from lexlm.errors import ConfigError
 

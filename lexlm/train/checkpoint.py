@@ -19,7 +19,7 @@ What restore does with a checkpoint it cannot use, in order:
 1. **Another train state** (its fingerprint differs from the current state's, say after
    ``--config.model.depth=4`` on an old workdir): ``CheckpointError`` naming the differing
    fields (or, when the fields agree, the differing leaves). Nothing is moved or deleted.
-2. **A retryable storage error** (a timeout, a dropped connection, an object store's
+2. **A retryable storage error** (on restore, and on save too: a timeout, a dropped connection, an object store's
    UNAVAILABLE or DEADLINE_EXCEEDED): retried ``retries`` times with exponential back-off, then
    ``CheckpointError``. Nothing is moved.
 3. **A read or decode failure** (truncated arrays, damaged metadata, a missing file): the step
@@ -173,12 +173,14 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def save(self, step: int, state: Any, data_state: dict | None) -> None:
+        """Saves ``step``; a retryable storage error is retried like a restore's."""
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(data_state or {}),
             identity=ocp.args.JsonSave(identity_record(state, self.identity_fields)),
         )
-        self._manager.save(step, args=args, force=True)
+        where = f"saving checkpoint {self.directory / str(step)}"
+        self._retrying(where, lambda: self._manager.save(step, args=args, force=True))
 
     def reached_preemption(self, step: int) -> bool:
         """Whether all processes agreed to save and stop at ``step`` after a preemption notice

@@ -36,7 +36,9 @@ import optax
 from flax import linen as nn
 from flax import struct
 
+from lexlm import faults
 from lexlm.errors import ConfigError, TrainingError
+from lexlm.locks import WorkdirLock
 from lexlm.paths import as_path
 from lexlm.train import sharding as shd
 from lexlm.train.checkpoint import Checkpointer
@@ -279,6 +281,13 @@ class TrainResult:
 Hook = Callable[[int, TrainState, bool], None]
 
 
+def _pending(hook: Hook, step: int) -> bool:
+    """Whether a checkpoint hook still owes ``step`` its work (say, an evaluation): a run
+    killed between a save and its hook owes it, and is paid on the rerun before training on."""
+    pending = getattr(hook, "pending", None)
+    return bool(pending(step)) if pending is not None else False
+
+
 def train(
     cfg,
     task: Task,
@@ -292,11 +301,20 @@ def train(
 
     Resumes from the newest readable checkpoint in ``workdir/checkpoints`` when ``resume``.
     ``hooks`` run after every step as ``hook(step, state, saved)``; ``saved`` tells whether a
-    checkpoint of that step was just written.
+    checkpoint of that step was just written. A hook with a ``pending(step) -> bool`` method
+    is also called, with ``saved=True``, for the checkpoint a run resumes from when it says
+    that step's work is still owed (the process was killed between the save and the hook).
+
+    One process per workdir: a second one is refused (``lexlm.locks``).
     """
     maybe_initialize_distributed(cfg)
     mesh_shape = validate_train_config(cfg)
     workdir = as_path(workdir)
+    with WorkdirLock(workdir):
+        return _train(cfg, task, batches, workdir, mesh_shape, hooks, resume)
+
+
+def _train(cfg, task, batches, workdir, mesh_shape, hooks, resume) -> TrainResult:
     mesh = shd.make_mesh(mesh_shape)
     fns = build_state(task, cfg, mesh)
     step_fn = make_train_step(task, fns)
@@ -365,6 +383,10 @@ def train(
     step = start
     coordinated = jax.process_count() > 1
     try:
+        if restored is not None:
+            for hook in hooks:
+                if _pending(hook, start):
+                    hook(start, state, True)
         with _SigtermFlag(enabled=not coordinated) as sigterm:
             while step < total:
                 batch = put_batch(next(batches), mesh)
@@ -375,6 +397,7 @@ def train(
                     bar.update(1)
                 if step % int(cfg.log_every) == 0:
                     flush()
+                faults.point("train_step")
                 saved = False
                 # Read the flag once: a SIGTERM that arrives later (say, during a hook) is
                 # acted on after the next step, which then saves, instead of stopping unsaved.
@@ -387,6 +410,7 @@ def train(
                     ckpt.save(step, state, data_state)
                     ckpt.wait()
                     last_saved, saved = step, True
+                    faults.point("checkpoint")
                 for hook in hooks:
                     hook(step, state, saved)
                 if stop:

@@ -16,6 +16,13 @@ import jax
 from lexlm.paths import as_path, is_uri
 
 
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return None
+
+
 class MetricsWriter:
     def __init__(self, workdir: str | os.PathLike, tensorboard: bool = True, resume_step: int = 0):
         self.enabled = jax.process_index() == 0
@@ -30,10 +37,11 @@ class MetricsWriter:
         if self.path.exists():
             # A run killed after logging past its last checkpoint logs those steps again on
             # resume: drop the stale lines so every step appears once.
+            # A line torn by a kill mid-write is dropped with them.
             self._lines = [
                 line
                 for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+                if _step_of(line) is not None and _step_of(line) <= resume_step
             ]
         self.path.write_text("".join(line + "\n" for line in self._lines))
         if not is_uri(self.path):

@@ -1,8 +1,8 @@
 """Throughput table: tokens/s and MFU of every lexlm LM at ~150M parameters, per attention.
 
-    python -m experiments.bench.lm_table                       # GPU: bf16, batch 16 x 1024
-    python -m experiments.bench.lm_table --batch 32 --steps 10
-    python -m experiments.bench.lm_table --cpu-smoke           # CPU: tiny shapes, checks it runs
+    python -m bench.lm_table                       # GPU: bf16, batch 16 x 1024
+    python -m bench.lm_table --batch 32 --steps 10
+    python -m bench.lm_table --cpu-smoke           # CPU: tiny shapes, checks it runs
 
 Each row is one model of ``MODELS`` (12 layers x 1024, 16 heads, V=32000, context 1024, the
 ``150m`` size of ``experiments/lm.py``) with one attention implementation: ``xla`` (plain XLA
@@ -23,7 +23,7 @@ import argparse
 
 import jax
 
-from experiments.bench import common
+from bench import common
 
 # name -> LMConfig fields on top of the size. One line per model.
 MODELS: dict[str, dict] = {

@@ -1,8 +1,8 @@
 """Training throughput and MFU of the baseline LM (learned, tied embedding).
 
-    python -m experiments.bench.train_throughput --size tiny
-    python -m experiments.bench.train_throughput --size 150m              # CPU: batch 1, fp32
-    python -m experiments.bench.train_throughput --size 150m --batch 16   # GPU: bf16, auto attn
+    python -m bench.train_throughput --size tiny
+    python -m bench.train_throughput --size 150m              # CPU: batch 1, fp32
+    python -m bench.train_throughput --size 150m --batch 16   # GPU: bf16, auto attn
 
 Builds the train step exactly as the trainer does (make_lm_task + build_state +
 make_train_step: AdamW, clipping, the non-finite guard), compiles it ahead of time, feeds one
@@ -17,7 +17,7 @@ import argparse
 
 import jax
 
-from experiments.bench import common
+from bench import common
 
 
 def defaults(size: str, accel: bool) -> dict:

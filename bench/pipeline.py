@@ -1,7 +1,7 @@
 """Input pipeline off the critical path: training steps/s with real data vs in-memory batches.
 
-    python -m experiments.bench.pipeline                 # the tiny configs, 4 rounds of 80 steps
-    python -m experiments.bench.pipeline --steps 120 --rounds 4 --only subword
+    python -m bench.pipeline                 # the tiny configs, 4 rounds of 80 steps
+    python -m bench.pipeline --steps 120 --rounds 4 --only subword
 
 For each tiny config of the LM experiments (the baseline character LM, and the lexinvariant
 experiment's character and 512-subword runs), lexlm's trainer runs the same number of steps
@@ -55,7 +55,7 @@ def tiny_configs() -> dict:
 
 
 def pipeline_for(cfg, workdir):
-    from experiments.lm_runs import tokenizer_for
+    from lexlm.proj.lm.run import tokenizer_for
     from lexlm.data import lm_train_dataset, open_split
     from lexlm.paths import as_path
 
@@ -92,7 +92,7 @@ def timed_run(cfg, task, batches) -> tuple[float, float]:
 
 
 def compare(name: str, cfg, args) -> dict:
-    from experiments.lm_runs import lm_config
+    from lexlm.proj.lm.run import lm_config
     from lexlm.train import make_lm_task
 
     cfg = cfg.copy_and_resolve_references()
@@ -135,7 +135,7 @@ def compare(name: str, cfg, args) -> dict:
 
 def full_pipeline() -> dict:
     """ms per batch of the pipeline alone at the full configs' shape (256 x 1024 subwords)."""
-    from experiments import lm
+    from lexlm.proj.lm import config as lm
 
     cfg = lm.get_config("tiny")
     cfg.data.update(unit="subword", vocab_size=512)
@@ -161,7 +161,7 @@ def full_pipeline() -> dict:
 def main(argv=None) -> dict:
     import jax
 
-    from experiments.bench import common
+    from bench import common
 
     args = parse_args(argv)
     configs = {k: v for k, v in tiny_configs().items() if args.only in k}

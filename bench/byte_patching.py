@@ -1,8 +1,8 @@
 """Training and generation bytes/s of MegaByte and SpaceByte against a byte Transformer with
 about as many parameters, in one run.
 
-    python -m experiments.bench.byte_patching --size shakespeare   # the grid's shakespeare sizes
-    python -m experiments.bench.byte_patching --size tiny
+    python -m bench.byte_patching --size shakespeare   # the grid's shakespeare sizes
+    python -m bench.byte_patching --size tiny
 
 MegaByte (P = 4 and 8) and SpaceByte take the sizes of ``experiments/byte_patching.py`` at
 ``--size``. The byte Transformer's width is chosen (``matched_width``: depth fixed, width a
@@ -32,14 +32,14 @@ import time
 import jax
 import numpy as np
 
-from experiments.bench import common
+from bench import common
 
 
 def model_configs(size: str) -> dict:
     """name -> (config, window) of the grid's sizes at ``size`` ('tiny' or 'shakespeare')."""
     from experiments import byte_patching
     from experiments import word_pooled_runs as runs
-    from experiments.lm_runs import lm_config
+    from lexlm.proj.lm.run import lm_config
 
     c = byte_patching.get_config(size)
     if c.data.source == "files":

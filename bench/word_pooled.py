@@ -1,8 +1,8 @@
 """Word-pooled LM against a character LM: training characters/s at matched context in
 characters, and cached generation words/s.
 
-    python -m experiments.bench.word_pooled --size tiny
-    python -m experiments.bench.word_pooled --size paper     # the paper's model, batch 2
+    python -m bench.word_pooled --size tiny
+    python -m bench.word_pooled --size paper     # the paper's model, batch 2
 
 Both models are trained by the trainer's own step (``common.TaskStep``: AdamW, clipping, the
 non-finite guard) on one synthetic in-memory batch. Word lengths are drawn once, 1 + Poisson(4)
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import common
+from bench import common
 from lexlm.eval.flops import train_step_flops
 from lexlm.nn.transformer import LMConfig
 from lexlm.nn.word_pooled import WordPooledConfig, WordPooledLM, generate_fn

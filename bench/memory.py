@@ -1,8 +1,8 @@
 """Compiled-memory planning: per-device bytes of a config's train step on a mesh of N devices.
 
-    python -m experiments.bench.memory --size 150m --devices 8,64
-    python -m experiments.bench.memory --size paper --devices 8,64 --mesh data   # no FSDP
-    python -m experiments.bench.memory --size 150m --devices 64 --tensor 4      # fsdp x tensor
+    python -m bench.memory --size 150m --devices 8,64
+    python -m bench.memory --size paper --devices 8,64 --mesh data   # no FSDP
+    python -m bench.memory --size 150m --devices 64 --tensor 4      # fsdp x tensor
 
 Runs on any machine: the devices are fake host CPU devices
 (``--xla_force_host_platform_device_count``, set before jax starts), and the train step
@@ -91,7 +91,7 @@ def first_devices_mesh(shape):
 
 def model_config(args):
     """(LMConfig, context length) of the named size with the command line's options."""
-    from experiments.bench import common
+    from bench import common
 
     seq = args.seq or common.SIZES[args.size]["seq_len"]
     cfg = common.lm_config(args.size, seq, dtype=args.dtype, attention="xla", remat=args.remat)
@@ -99,7 +99,7 @@ def model_config(args):
 
 
 def plan(args, n: int) -> dict:
-    from experiments.bench import common
+    from bench import common
 
     shape = mesh_shape(n, args.mesh, args.tensor)
     mesh = first_devices_mesh(shape)
@@ -140,7 +140,7 @@ def main(argv=None) -> dict:
     force_devices(max(counts))
     import jax
 
-    from experiments.bench import common
+    from bench import common
 
     cfg, seq = model_config(args)
     one = first_devices_mesh((1, 1, 1))

@@ -1,34 +1,40 @@
-"""Baseline decoder-only Transformer LM (the standard LM every lexical experiment compares to).
+"""The baseline decoder-only Transformer LM: the standard LM every lexical experiment compares
+to, and the ``lm`` run kind the other projects train through.
 
-Configs (``get_config(arg)``):
+    python -m lexlm.run --config lm:tiny --workdir runs/lm_tiny
+    python -m lexlm.run --config lm:tiny --workdir runs/mine \\
+        --config.data.source=files --config.data.files=my_corpus.txt
 
-* ``tiny``: the embedded Lee news corpus, character units, 2 layers x 128 wide, context 128.
-  ``python -m experiments.run --config experiments/lm.py:tiny --workdir runs/lm_tiny``
-  trains in about a minute on 2 CPU cores and should reach about 2.3 bits/char on validation
-  (see the README's results table for the measured figure).
-* ``150m``: 12 layers x 1024 wide, 16 heads, context 1024, 32k subwords (~150M parameters with
-  the tied table), bf16 compute; for TPU/GPU: pass the data with
+Variants (``get_config(variant)``):
+
+* ``tiny``: the embedded Lee news corpus, character units, 2 layers x 128 wide, context 128,
+  600 steps of 32 windows: the main job's baseline (its page gives what it reaches).
+* ``150m``: 12 layers x 1024 wide, 16 heads, context 1024, 32k subwords (about 150M
+  parameters with the tied table), bf16 compute, for TPU / GPU; give it data with
   ``--config.data.source=tfds --config.data.tfds_name=wiki40b/en`` or local files.
+
+The run trains into ``W/runs/lm`` and is evaluated from its final checkpoint on validation
+and test (bits per byte and per character, perplexity, loss by position).
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from lexlm.data.config import default_data_config
+from lexlm.experiment.checks import unknown_variant
 from lexlm.train import default_train_config
 
-
-def default_data_config() -> ml_collections.ConfigDict:
-    # Imported here so that reading a config never pulls in the data stack.
-    from lexlm.data import default_data_config as data_defaults
-
-    return data_defaults()
+VARIANTS = ("tiny", "150m")
 
 
 def base_config() -> ml_collections.ConfigDict:
+    """One LM run: the fields every ``lm`` run kind reads (other projects start from it)."""
     c = ml_collections.ConfigDict()
-    c.experiment = "lm"
-    c.data = default_data_config()
+    c.project = "lm"
+    c.kind = "lm"
+    c.arch = "transformer"  # 'transformer' | 'megabyte' | 'spacebyte'
+    c.data = default_data_config("lee")
     c.seq_len = 128
     c.model = ml_collections.ConfigDict(
         dict(
@@ -79,5 +85,12 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         c.train.update(log_every=100, ckpt_every=2000, ckpt_async=True)
         c.eval.update(batch_size=64, max_windows=2048)
     else:
-        raise ValueError(f"experiments/lm.py: unknown config {arg!r}; use 'tiny' or '150m'")
+        raise unknown_variant("lm", arg, VARIANTS)
     return c
+
+
+def validate(c) -> None:
+    """Every field that can be checked before data is read or anything compiled."""
+    from lexlm.proj.lm.run import validate_run
+
+    validate_run(c)

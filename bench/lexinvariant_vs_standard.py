@@ -1,8 +1,8 @@
 """Cost of lexinvariance: train-step time and compiled memory, lexinvariant vs standard LM.
 
-    python -m experiments.bench.lexinvariant_vs_standard --size tiny
-    python -m experiments.bench.lexinvariant_vs_standard --size paper --memory
-    python -m experiments.bench.lexinvariant_vs_standard --size paper --memory --no-time
+    python -m bench.lexinvariant_vs_standard --size tiny
+    python -m bench.lexinvariant_vs_standard --size paper --memory
+    python -m bench.lexinvariant_vs_standard --size paper --memory --no-time
 
 Both models have the same shape; they differ only in where the tied [V, D] table comes from
 (learned, or drawn per sequence: ``lexlm.nn.lexinvariant``), the lexinvariant one with its
@@ -29,7 +29,7 @@ import statistics
 
 import jax
 
-from experiments.bench import common
+from bench import common
 
 MODELS = ("learned", "lexinvariant")
 

@@ -1,8 +1,8 @@
 """Sentence-encoder throughput: the pixel encoder (rendered patches) against the subword-token
 encoder of the same width, depth and sequence length, for training and for inference.
 
-    python -m experiments.bench.pixel_encoder --size stsb     # experiments/pixel_sentence.py:stsb
-    python -m experiments.bench.pixel_encoder --size tiny
+    python -m bench.pixel_encoder --size stsb     # experiments/pixel_sentence.py:stsb
+    python -m bench.pixel_encoder --size tiny
 
 Training: the trainer's own contrastive step (``common.TaskStep``: AdamW, clipping, the
 non-finite guard) on one fixed batch of ``--batch`` pairs (two sentences each), sentences/s =
@@ -22,7 +22,7 @@ import time
 import jax
 import numpy as np
 
-from experiments.bench import common
+from bench import common
 
 SIZES = {
     "tiny": dict(width=64, depth=2, heads=4, max_len=64, batch=32, vocab=2000),

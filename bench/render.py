@@ -1,8 +1,8 @@
 """Renderer speed on one core: lexlm's glyph-cache renderer against direct per-sentence drawing
 (Pillow, the same font and text), and against PIXEL's pangocairo renderer when it is installed.
 
-    python -m experiments.bench.render --sts ../shared/data/stsb/sts-test.csv
-    python -m experiments.bench.render --max-patches 64
+    python -m bench.render --sts ../shared/data/stsb/sts-test.csv
+    python -m bench.render --max-patches 64
 
 Sentences: both sentences of every pair in an STS-B file (``--sts``, tab-separated, sentences in
 columns 6 and 7; STS-B test averages about 58 characters, dev 65); ``--min-chars`` keeps the
@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from experiments.bench import common
+from bench import common
 from lexlm.text.render import RenderConfig, Renderer
 
 PIXEL_QUOTED = 11_500.0

@@ -1,7 +1,7 @@
 """Trainer overhead: lexlm's training loop against a bare jitted step written here.
 
-    python -m experiments.bench.trainer_overhead                # tiny LM, 3 rounds of 60 steps
-    python -m experiments.bench.trainer_overhead --steps 100 --rounds 5
+    python -m bench.trainer_overhead                # tiny LM, 3 rounds of 60 steps
+    python -m bench.trainer_overhead --steps 100 --rounds 5
 
 Both sides train the tiny LM (``experiments/lm.py:tiny`` shapes: V=100, 2 x 128, context 128,
 batch 32) on the same in-memory batches, from the same initial parameters:
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
-from experiments.bench import common
+from bench import common
 
 
 def parse_args(argv=None):

@@ -1,8 +1,8 @@
 """LAMA pooling, low-rank self-attention and standard multi-head self-attention against sequence
 length: time and peak memory of one forward + backward pass, T = 64 .. 4096.
 
-    python -m experiments.bench.lama                     # T = 64, 128, ..., 4096
-    python -m experiments.bench.lama --lengths 64,256,1024 --width 128
+    python -m bench.lama                     # T = 64, 128, ..., 4096
+    python -m bench.lama --lengths 64,256,1024 --width 128
 
 Each layer maps states [B, T, D] to its output and is differentiated with respect to its
 parameters and the states (a scalar loss: the output's sum of squares):
@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import common
+from bench import common
 from lexlm.nn.attention import causal_allowed, dot_product_attention, weighted_values
 from lexlm.nn.lama import LAMA
 from lexlm.nn.low_rank_attention import low_rank_scores

@@ -1,0 +1,108 @@
+"""Checkpoint evaluation of ``lm`` runs: loss, bits per byte and per character, perplexity
+and loss by position on a split, data parallel over every device of every process.
+
+``evaluate_run(run_dir, split, step)`` is what ``python -m lexlm.evaluate`` calls for an
+``lm`` run; the result is saved in the run's ``evals/`` under the evaluation's identity, so
+asking again is free and a changed setting is a new evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+
+from lexlm.errors import CheckpointError
+from lexlm.eval import accumulate_nll, params_mesh
+from lexlm.experiment import store
+from lexlm.paths import as_path
+from lexlm.proj.lm.run import latest_step, load_run, restore_lm
+from lexlm.train.lm_task import lm_nll
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_nll(model):
+    """One jitted evaluation NLL per model config (equal configs are equal modules), so the
+    many evaluations of one run shape in a process compile once."""
+    return jax.jit(lambda p, batch, key: lm_nll(model, p, batch, key, train=False))
+
+
+def nll_function(model, params):
+    """Per-token NLL at evaluation (fresh random tables per key for lexinvariant), jitted with
+    the parameters as an argument, so with sharded parameters (``restore_lm``) the batch is split
+    over their mesh rather than recomputed on every device. ``fn.mesh`` is that mesh (or None);
+    ``accumulate_nll`` places each batch on it."""
+    from flax import linen as nn
+
+    from lexlm.train import sharding as shd
+
+    mesh = params_mesh(params)
+    jitted = _jitted_nll(model)
+
+    def fn(batch, key):
+        if mesh is None:
+            return jitted(params, batch, key)
+        with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+            return jitted(params, batch, key)
+
+    fn.mesh = mesh
+    return fn
+
+
+def eval_windows(cfg, tok, split: str, max_windows: int | None = None):
+    """Back-to-back windows over a whole split (``lexlm.data.lm_eval_windows``)."""
+    from lexlm.data import lm_eval_windows, open_split
+
+    return lm_eval_windows(
+        open_split(cfg.data, split), tok, int(cfg.seq_len), max_windows=max_windows or None
+    )
+
+
+def settings(cfg, draws: int) -> dict:
+    """The evaluation settings that change its numbers (with the run and the step)."""
+    return {
+        "draws": int(draws),
+        "max_windows": int(cfg.eval.max_windows),
+        "batch_size": int(cfg.eval.batch_size),
+        "seed": int(cfg.eval.seed),
+    }
+
+
+def metrics_of(model, params, windows, cfg, draws: int, step: int, split: str) -> dict:
+    sums = accumulate_nll(
+        nll_function(model, params),
+        windows,
+        int(cfg.eval.batch_size),
+        jax.random.key(int(cfg.eval.seed)),
+        draws=draws,
+    )
+    out = {"split": split, "step": int(step), "draws": int(draws), "unit": str(cfg.data.unit)}
+    out.update(sums.summary())
+    return out
+
+
+def evaluate_run(
+    workdir: str | os.PathLike,
+    split: str | None = None,
+    step: int | None = None,
+    draws: int | None = None,
+) -> dict:
+    """Metrics of checkpoint ``step`` (default: the newest) on ``split`` (default: the run's
+    ``eval.split``): loss, bits per byte and per character, perplexity, loss by position.
+    Lexinvariant runs average ``draws`` random-table draws (default ``eval.draws``)."""
+    workdir = as_path(workdir)
+    cfg, _ = load_run(workdir)
+    split = split or str(cfg.eval.split)
+    step = step if step is not None else latest_step(workdir)
+    if step is None:
+        raise CheckpointError(f"{workdir} has no checkpoint to evaluate")
+    learned = str(cfg.model.get("embedding", "learned")) == "learned"
+    draws = 1 if learned else int(draws or cfg.eval.draws)
+
+    def compute():
+        model, params, tok, _, restored = restore_lm(workdir, step)
+        windows = eval_windows(cfg, tok, split, int(cfg.eval.max_windows))
+        return metrics_of(model, params, windows, cfg, draws, restored, split)
+
+    return store.evaluation(workdir, split, step, settings(cfg, draws), compute)
