@@ -232,7 +232,7 @@ def test_config_selects_it_and_char_units_work(code_root, tmp_path, monkeypatch)
     manifest = python_stdlib_manifest(cfg)
     assert manifest["root"] == str(root)
     assert _texts(train) == [files[e["path"]] for e in manifest["splits"]["train"]]
-    assert default_data_config().source == "default"  # Lee stays the default
+    assert default_data_config().source == "lee"  # Lee stays the default
     # Characters: vocabulary from train only; a character seen only in test becomes unk.
     tok = CharTokenizer.build(read_documents(train))
     assert not set(UNSEEN) & set(tok.chars)

@@ -93,7 +93,7 @@ def test_pod_launcher_gives_every_worker_the_exact_arguments(stubs):
     ]
     proc = run(
         "run_tpu_pod.sh",
-        ["pod", "us-central2-b", "experiments/lm.py:150m", "gs://bkt/runs/a", *overrides],
+        ["pod", "us-central2-b", "lm:150m", "gs://bkt/runs/a", *overrides],
         env,
     )
     assert proc.returncode == 0, proc.stderr
@@ -103,13 +103,13 @@ def test_pod_launcher_gives_every_worker_the_exact_arguments(stubs):
     for call in calls:
         assert "--worker=all" in call and call[call.index("--zone") + 1] == "us-central2-b"
     for w in workers:
-        assert (w / "lexlm" / "experiments" / "run.py").is_file()  # the tree arrived
+        assert (w / "lexlm" / "lexlm" / "run.py").is_file()  # the tree arrived
         assert not (w / "lexlm" / ".git").exists()
         assert read_args(w / "lexlm" / "python_argv") == [
             "-m",
-            "experiments.run",
+            "lexlm.run",
             "--config",
-            "experiments/lm.py:150m",
+            "lm:150m",
             "--workdir",
             "gs://bkt/runs/a",
             "--config.train.distributed=True",
@@ -122,7 +122,7 @@ def test_pod_launcher_gives_every_worker_the_exact_arguments(stubs):
 def test_pod_launcher_keeps_a_given_data_dir_and_checks_its_arguments(stubs):
     env, _, workers = stubs
     env = {**env, "LEXLM_DATA_DIR": "gs://other/prepared data"}
-    proc = run("run_tpu_pod.sh", ["pod", "zone", "experiments/lm.py:tiny", "gs://b/r"], env)
+    proc = run("run_tpu_pod.sh", ["pod", "zone", "lm:tiny", "gs://b/r"], env)
     assert proc.returncode == 0, proc.stderr
     assert (workers[0] / "lexlm" / "data_dir").read_text() == "gs://other/prepared data"
     proc = run("run_tpu_pod.sh", ["pod", "zone"], env)
@@ -149,11 +149,11 @@ def test_slurm_launcher_passes_arguments_to_srun(stubs, tmp_path):
     env, log, _ = stubs
     env = {**env, "SLURM_SUBMIT_DIR": str(REPO)}
     mesh = "--config.train.mesh=(2,8,1)"
-    proc = run("run_gpu_slurm.sh", ["experiments/lm.py:150m", "/shared/runs/x y", mesh], env)
+    proc = run("run_gpu_slurm.sh", ["lm:150m", "/shared/runs/x y", mesh], env)
     assert proc.returncode == 0, proc.stderr
     assert read_args(log / "srun") == [
         "--kill-on-bad-exit=1",
         ".venv/bin/python",
-        *("-m", "experiments.run", "--config", "experiments/lm.py:150m"),
+        *("-m", "lexlm.run", "--config", "lm:150m"),
         *("--workdir", "/shared/runs/x y", "--config.train.distributed=True", mesh),
     ]

@@ -1,5 +1,6 @@
 """Run directories: every artifact through etils.epath (a gs:// workdir reaches the storage
-layer as written), evaluations kept per step, and data-parallel evaluation over 8 devices."""
+layer as written), evaluations kept per step and setting, and data-parallel evaluation over
+8 devices."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ LINES = [
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     """A 4-step files-source LM run (checkpoints at 2 and 4), trained in this process."""
-    from experiments.lm_runs import train_run
+    from lexlm.proj.lm.run import train_run
 
     root = tmp_path_factory.mktemp("lm_run")
     data = root / "corpus.txt"
@@ -36,26 +37,29 @@ def lm_run(tmp_path_factory):
     return root / "run"
 
 
-def test_evaluations_are_kept_per_step_and_the_latest_is_never_replaced(lm_run, tmp_path):
+def test_evaluations_are_kept_per_step_and_setting(lm_run, tmp_path):
     import shutil
 
-    from experiments.lm_runs import evaluate_run, evaluated_steps, latest_eval
+    from lexlm.experiment.store import saved_evaluations
+    from lexlm.proj.lm.evaluate import evaluate_run
 
     run = tmp_path / "run"
     shutil.copytree(lm_run, run)
     old = evaluate_run(run, split="test", step=2)
     assert old["step"] == 2
-    assert json.loads((run / "eval_test.json").read_text())["step"] == 2  # newest so far
-    new = evaluate_run(run, split="test")
+    new = evaluate_run(run, split="test")  # the newest checkpoint
     assert new["step"] == 4 and new["loss"] != old["loss"]
-    again = evaluate_run(run, split="test", step=2)  # an older step, evaluated after
-    assert again["loss"] == old["loss"]
-    assert json.loads((run / "eval_test.json").read_text())["step"] == 4
-    assert evaluated_steps(run, "test") == [2, 4]
-    assert json.loads((run / "eval_test_2.json").read_text())["loss"] == old["loss"]
-    assert latest_eval(run, "test")["step"] == 4
-    assert latest_eval(run, "test", 2)["step"] == 2
-    assert latest_eval(run, "test", 3) is None and latest_eval(run, "validation") is None
+    again = evaluate_run(run, split="test", step=2)  # an older step, evaluated after: reused
+    assert again == old
+    assert [r["identity"]["step"] for r in saved_evaluations(run, "test")] == [2, 4]
+    assert saved_evaluations(run, "validation") == []
+    # another evaluation setting is another evaluation, next to the first
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["eval"]["max_windows"] = 2
+    (run / "config.json").write_text(json.dumps(cfg))
+    fewer = evaluate_run(run, split="test", step=4)
+    assert fewer["tokens"] < new["tokens"]
+    assert len(saved_evaluations(run, "test")) == 3
 
 
 def test_gs_workdir_reaches_the_storage_layer_unmangled(monkeypatch, tmp_path):
@@ -63,8 +67,8 @@ def test_gs_workdir_reaches_the_storage_layer_unmangled(monkeypatch, tmp_path):
     every path it is given; the checkpoint manager is replaced by a recorder."""
     import orbax.checkpoint as ocp
 
-    from experiments.lm import get_config
-    from experiments.lm_runs import eval_path, load_config, save_config
+    from lexlm.experiment import store
+    from lexlm.proj.lm.config import get_config
     from lexlm.text import build_tokenizer, load_tokenizer
     from lexlm.train import Checkpointer
     from lexlm.train.metrics_writer import MetricsWriter
@@ -108,8 +112,8 @@ def test_gs_workdir_reaches_the_storage_layer_unmangled(monkeypatch, tmp_path):
     assert os.fspath(as_path(root) / "checkpoints") == "gs://bucket/run/checkpoints"
     with epath.testing.mock_epath(**mocks):
         cfg = get_config("tiny")
-        save_config(cfg, as_path(root))
-        assert load_config(root).seq_len == cfg.seq_len
+        store.open_run(root, cfg)
+        assert store.load_run_config(root).seq_len == cfg.seq_len
         tok = build_tokenizer("subword", LINES * 20, 300, as_path(root) / "tokenizer")
         again = load_tokenizer(root + "/tokenizer")
         assert again.encode("Call me Ishmael.").tolist() == tok.encode("Call me Ishmael.").tolist()
@@ -119,7 +123,9 @@ def test_gs_workdir_reaches_the_storage_layer_unmangled(monkeypatch, tmp_path):
         writer.close()
         lines = (as_path(root) / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(x)["step"] for x in lines] == [1, 2]
-        eval_path(root, "test", 7).write_text("{}")
+        store.evaluation(root, "test", 7, {"draws": 1}, lambda: {"loss": 1.0})
+        again = store.evaluation(root, "test", 7, {"draws": 1}, lambda: {"loss": 2.0})
+        assert again == {"loss": 1.0}  # read back from the bucket, not recomputed
         ckpt = Checkpointer(root + "/checkpoints")
         assert isinstance(ckpt.directory, epath.Path)
         assert isinstance(ckpt._manager.given, epath.Path)
@@ -130,17 +136,18 @@ def test_gs_workdir_reaches_the_storage_layer_unmangled(monkeypatch, tmp_path):
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
     assert {
         "bucket/run/config.json",
+        "bucket/run/identity.json",
         "bucket/run/metrics.jsonl",
-        "bucket/run/eval_test_7.json",
         "bucket/run/tokenizer/tokenizer.json",
     } <= written
+    assert any(p.startswith("bucket/run/evals/test-7-") for p in written)
     assert not any("gs:" in p for p in written)
 
 
 def test_evaluation_is_data_parallel_on_8_devices(lm_run, tmp_path):
     """The same run evaluated in a child with 8 host devices: each device holds B / 8 rows of
     every batch, and the loss equals the 1-device evaluation."""
-    from experiments.lm_runs import evaluate_run
+    from lexlm.proj.lm.evaluate import evaluate_run
 
     one = evaluate_run(lm_run, split="validation")
     out = tmp_path / "eval8.json"

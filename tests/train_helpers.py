@@ -391,9 +391,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def lm_files_config(data_file: str, steps: int, ckpt_every: int):
     """The tiny LM config on one text file (the real grain pipeline), log_every=1."""
-    from experiments import lm
+    from lexlm.proj.lm.config import get_config
 
-    cfg = lm.get_config("tiny")
+    cfg = get_config("tiny")
     cfg.data.update(source="files", files=(data_file,), doc_split="line")
     cfg.seq_len = SEQ
     cfg.model.update(width=32, depth=1, heads=2)
@@ -425,17 +425,19 @@ def _lm_eval_job(args) -> None:
     """Evaluates an LM run on all devices of this process; reports how batches were split."""
     import jax
 
-    from experiments.lm_runs import eval_windows, evaluate_run, nll_function, restore_lm
     from lexlm.eval import global_batch
+    from lexlm.proj.lm.evaluate import eval_windows, metrics_of, nll_function
+    from lexlm.proj.lm.run import restore_lm
 
-    model, params, tok, cfg, _ = restore_lm(args.workdir)
+    model, params, tok, cfg, step = restore_lm(args.workdir)
     fn = nll_function(model, params)
     windows = eval_windows(cfg, tok, "validation")
     bs = int(cfg.eval.batch_size)
     batch = global_batch({k: windows[k][:bs] for k in ("inputs", "targets", "mask")}, fn.mesh)
     nll = fn(batch, jax.random.key(0))
     rows = sorted(int(s.data.shape[0]) for s in nll.addressable_shards)
-    m = evaluate_run(args.workdir, split="validation")
+    # computed here, not read from the run's saved evaluations (those are the 1-device ones)
+    m = metrics_of(model, params, windows, cfg, 1, step, "validation")
     summary = {
         "devices": jax.device_count(),
         "batch_size": bs,
@@ -448,7 +450,7 @@ def _lm_eval_job(args) -> None:
 
 
 def _lm_job(args, hooks) -> None:
-    from experiments.lm_runs import train_run
+    from lexlm.proj.lm.run import train_run
 
     if args.kill_during_save is not None:
         _kill_during_save(args.kill_during_save)

@@ -2,13 +2,13 @@
 # Run a lexlm experiment on every worker of a Cloud TPU VM or pod slice at once.
 #
 #   bash tpu/run_tpu_pod.sh NAME ZONE CONFIG WORKDIR [--config.a.b=value ...]
-#   bash tpu/run_tpu_pod.sh my-v4-32 us-central2-b experiments/lm.py:150m gs://bucket/runs/lm150m \
+#   bash tpu/run_tpu_pod.sh my-v4-32 us-central2-b lm:150m gs://bucket/runs/lm150m \
 #       --config.train.mesh='(4,4,1)' --config.data.source=tfds --config.data.tfds_name=wiki40b/en
 #
 # Copies this working tree to every worker (--worker=all), installs lexlm with jax[tpu] into a
-# venv there, and starts experiments.run on all workers with jax.distributed initialised
+# venv there, and starts lexlm.run on all workers with jax.distributed initialised
 # (train.distributed=True: on a TPU pod JAX finds the coordinator and the process ids itself).
-# Every argument after WORKDIR reaches experiments.run unchanged (quoted with printf %q).
+# Every argument after WORKDIR reaches lexlm.run unchanged (quoted with printf %q).
 # WORKDIR should be a bucket (gs://...) so that every worker writes one run; prepared TFDS data
 # is read from $LEXLM_DATA_DIR (default gs://<bucket of WORKDIR>/tfds when WORKDIR is a
 # bucket), so the workers do not each prepare their own copy.
@@ -26,7 +26,7 @@ TARBALL=$(mktemp /tmp/lexlm.XXXXXX.tgz)
 trap 'rm -f "$TARBALL"' EXIT
 tar czf "$TARBALL" -C "$REPO_ROOT" --exclude=.venv --exclude=.git --exclude=results \
   --exclude=runs --exclude='*.pyc' .
-RUN_ARGS=$(quote_args -m experiments.run --config "$CONFIG" --workdir "$WORKDIR" \
+RUN_ARGS=$(quote_args -m lexlm.run --config "$CONFIG" --workdir "$WORKDIR" \
   --config.train.distributed=True "$@")
 ENV_ARGS=$(quote_args "LEXLM_DATA_DIR=${LEXLM_DATA_DIR:-}" \
   "LIBTPU_INIT_ARGS=${LIBTPU_INIT_ARGS:-}" "XLA_FLAGS=${XLA_FLAGS:-}")

@@ -231,10 +231,12 @@ def validate_data_config(
     sources: Sequence[str] = ("lee", "python_stdlib", "files", "tfds"),
     formats: Sequence[str] = ("text",),
     units: Sequence[str] | None = UNIT_KINDS,
+    check_tfds_name: bool = True,
 ) -> None:
     """Checks every data field, offline and before anything is read; raises a one-line
     ``ConfigError`` naming the first bad field. ``sources`` / ``formats``: what the calling
-    project reads; ``units``: the units it accepts (``None``: it does not use ``data.unit``)."""
+    project reads; ``units``: the units it accepts (``None``: it does not use ``data.unit``);
+    ``check_tfds_name``: look a 'tfds' name up in the TFDS catalog (offline, imports TFDS)."""
     source = field(data_cfg, "source")
     if source not in SOURCES:
         raise ConfigError("data.source", f"unknown {source!r}; sources: {', '.join(SOURCES)}")
@@ -247,8 +249,6 @@ def validate_data_config(
         if source == owner:
             continue
         for name in names:
-            if name == "doc_split" and source == "files":
-                continue
             if not _is_default(data_cfg, name):
                 raise ConfigError(
                     f"data.{name}",
@@ -304,6 +304,10 @@ def validate_data_config(
         if not isinstance(name, str) or not name:
             raise ConfigError("data.tfds_name", "must name a TFDS dataset for data.source='tfds'")
         text_keys(data_cfg)
+        if check_tfds_name:
+            from lexlm.data.sources import tfds_builder
+
+            tfds_builder(data_cfg)
         if not isinstance(field(data_cfg, "label_key"), str):
             raise ConfigError("data.label_key", "must be a field name")
     split_names(data_cfg)

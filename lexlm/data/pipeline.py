@@ -20,10 +20,9 @@ leading eos that gives the first token a context; cut into back-to-back windows 
 so every token is a target exactly once; the last window is padded and masked.
 
 Read-ahead: by default (`read_threads=0`) documents are read and tokenized in the training
-thread, between two asynchronous step dispatches, where they cost about 3 ms of CPU per tiny
-batch. grain's own default (16 read-ahead threads) made the tiny character LM train 17% slower
-on 2 cores (`experiments/bench/pipeline.py`): the threads fight the step's compute threads
-for the cores. Raise `read_threads` for slow storage (a bucket) on hosts with cores to spare.
+thread, between two asynchronous step dispatches. grain's own default (16 read-ahead threads)
+fights the step's compute threads for the cores on a small host. Raise `read_threads` for
+slow storage (a bucket) on hosts with cores to spare.
 
 We use the `IterDataset` API rather than `DataLoader`; with `worker_count > 0` the pipeline
 runs in `mp_prefetch` worker processes (grain's workers read absl flags, so we mark them parsed

@@ -52,7 +52,7 @@ def expand_config_arg(argv: Sequence[str]) -> list[str]:
             i += 1
             continue
         name, sep, variant = value.partition(":")
-        if name in registry.PROJECTS and not os.path.exists(name):
+        if name in registry.PROJECTS and not os.path.isfile(name):
             value = registry.config_file(name) + (sep + variant if sep else "")
         out += [f"--config={value}"]
         i += 1 if joined else 2

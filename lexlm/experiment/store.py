@@ -66,7 +66,7 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(f"lexlm_{name}")
 
 
-def relative(path: epath.Path, root: epath.Path) -> str:
+def relative(path: str | os.PathLike, root: str | os.PathLike) -> str:
     p, r = os.fspath(path), os.fspath(root).rstrip("/")
     return p[len(r) + 1 :] if p.startswith(r + "/") else p
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from lexlm.nn.attention import masked_attention
-from lexlm.nn.transformer import Projection, _layer_norm
+from lexlm.nn.layers import Projection, layer_norm
 
 
 class CachedBlock(nn.Module):
@@ -36,7 +36,7 @@ class CachedBlock(nn.Module):
         d, h, dt = self.width, self.heads, self.dtype
         k_dim = d // h
         out_std = 0.02 / math.sqrt(2 * self.depth)
-        y = _layer_norm("ln_attn", dt)(x)
+        y = layer_norm("ln_attn", dt)(x)
         qkv = Projection(
             (d,), (3, h, k_dim), ("embed", "qkv", "heads", "kv"), 0.02, dt, name="qkv"
         )(y)
@@ -49,7 +49,7 @@ class CachedBlock(nn.Module):
         y = masked_attention(q, k, v, allowed)
         y = Projection((h, k_dim), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
         x = x + y
-        y = _layer_norm("ln_mlp", dt)(x)
+        y = layer_norm("ln_mlp", dt)(x)
         f = d * self.mlp_ratio
         y = Projection((d,), (f,), ("embed", "mlp"), 0.02, dt, name="mlp_in")(y)
         y = Projection((f,), (d,), ("mlp", "embed"), out_std, dt, name="mlp_out")(nn.gelu(y))

@@ -31,7 +31,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from lexlm.nn.attention import causal_allowed
 from lexlm.nn.blocks import CachedBlock, empty_kv, logical_param, token_nll
-from lexlm.nn.transformer import DTYPES, Projection, _layer_norm
+from lexlm.nn.layers import DTYPES, Projection, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +101,7 @@ class MegaByteLM(nn.Module):
             )
             for i in range(c.global_depth)
         ]
-        self.ln_global = _layer_norm("ln_global", dt)
+        self.ln_global = layer_norm("ln_global", dt)
         self.to_local = Projection(
             (e,), (c.local_width,), ("embed", "mlp"), 0.02, dt, name="to_local"
         )
@@ -119,7 +119,7 @@ class MegaByteLM(nn.Module):
             CachedBlock(c.local_width, c.local_heads, c.mlp_ratio, c.local_depth, dt, name=f"l{i}")
             for i in range(c.local_depth)
         ]
-        self.ln_local = _layer_norm("ln_local", dt)
+        self.ln_local = layer_norm("ln_local", dt)
         self.readout = Projection(
             (c.local_width,), (c.vocab_size,), ("embed", "vocab"), 0.02, dt, name="readout"
         )

@@ -36,7 +36,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from lexlm.nn.attention import causal_allowed
 from lexlm.nn.blocks import CachedBlock, empty_kv, logical_param, token_nll
-from lexlm.nn.transformer import DTYPES, Projection, _layer_norm
+from lexlm.nn.layers import DTYPES, Projection, layer_norm
 from lexlm.text import patching
 
 
@@ -116,7 +116,7 @@ class SpaceByteLM(nn.Module):
             block(c.local_width, c.local_heads, n_local, f"local_{i}") for i in range(n_local)
         ]
         self.global_blocks = [block(c.width, c.heads, c.depth, f"g{i}") for i in range(c.depth)]
-        self.ln_final = _layer_norm("ln_final", dt)
+        self.ln_final = layer_norm("ln_final", dt)
         self.readout = Projection(
             (c.local_width,), (c.vocab_size,), ("embed", "vocab"), 0.02, dt, name="readout"
         )

@@ -15,17 +15,16 @@ p ~ 0.99, and a standard-init lexinvariant LM first spends its steps shrinking t
 LayerNorm towards a uniform output where gradients are small. ``logit_scale='learned'`` (the
 default for ``'lexinvariant'`` and ``'semi'`` through ``'auto'``) multiplies the final hidden
 state by a learned scalar initialised at 1/sqrt(D), so training starts from a near-uniform
-prediction at ln V. The README's ablation measures it together with the other options here
-(``final_ln_bias``, ``positions='rope'``, ``position_std``, ``qkv_std``, ``smear_keys``,
-and ``train.no_decay``), each type-agnostic, so every one keeps the LM lexinvariant.
+prediction at ln V. The other options here (``final_ln_bias``, ``positions='rope'``,
+``position_std``, ``qkv_std``, ``smear_keys``, and ``train.no_decay``) are each
+type-agnostic, so every one keeps the LM lexinvariant.
 
 The copy readout (``copy_readout=True``, ``lexlm.nn.copy_readout``). Even with the scale, a
-readout through random rows can only superpose the context's rows, which at width 128 costs
-more crosstalk than an in-context count model pays in total (the README's ``bag_of_tokens``
-columns). The copy readout mixes the vocabulary softmax with a gated pointer over earlier
-positions whose score includes an induction match [x_t = x_{j-1}]; it names positions, not
-types, so it has no crosstalk and stays type-agnostic. The lexinvariant experiment turns it
-on for its lexinvariant runs (``experiments.lexinvariant.LEXINVARIANT_MODEL``).
+readout through random rows can only superpose the context's rows, which at small widths
+costs more crosstalk than an in-context count model pays in total. The copy readout mixes the
+vocabulary softmax with a gated pointer over earlier positions whose score includes an
+induction match [x_t = x_{j-1}]; it names positions, not types, so it has no crosstalk and
+stays type-agnostic.
 
 Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``, ``kv``, ``vocab``)
 that ``lexlm.train.sharding`` maps onto the mesh.
@@ -39,19 +38,18 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, Key
 
 from lexlm.nn import copy_readout as copy_lib
 from lexlm.nn import lexinvariant as lexinv
 from lexlm.nn import low_rank_attention as lowrank
 from lexlm.nn.attention import causal_allowed, dot_product_attention, weighted_values
+from lexlm.nn.layers import DTYPES, Projection, layer_norm
 
 EMBEDDINGS = ("learned", "lexinvariant", "semi")
 POSITIONS = ("learned", "rope")
 LOGIT_SCALES = ("auto", "none", "learned")
 ATTENTION_KINDS = ("standard", "low_rank")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,51 +159,6 @@ class LMConfig:
         )
 
 
-class Projection(nn.Module):
-    """``y = einsum(x, kernel) + bias`` with logically named kernel axes.
-
-    Written out instead of ``nn.DenseGeneral`` because that initialises multi-dimensional
-    kernels in a flattened 2-D shape, which clashes with 3-/4-D logical partitioning.
-    """
-
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    axes: tuple[str | None, ...]
-    std: float
-    dtype: DTypeLike = jnp.float32
-
-    @nn.compact
-    def __call__(self, x):
-        n_in, n_out = len(self.in_shape), len(self.out_shape)
-        kernel = self.param(
-            "kernel",
-            nn.with_logical_partitioning(nn.initializers.normal(self.std), self.axes),
-            self.in_shape + self.out_shape,
-            jnp.float32,
-        )
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, self.axes[n_in:]),
-            self.out_shape,
-            jnp.float32,
-        )
-        letters = "abcdefgh"
-        batch = "yz"[: x.ndim - n_in]
-        ins, outs = letters[:n_in], letters[n_in : n_in + n_out]
-        y = jnp.einsum(f"{batch}{ins},{ins}{outs}->{batch}{outs}", x, kernel.astype(self.dtype))
-        return y + bias.astype(self.dtype)
-
-
-def _layer_norm(name, dtype, use_bias: bool = True):
-    return nn.LayerNorm(
-        dtype=dtype,
-        use_bias=use_bias,
-        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        name=name,
-    )
-
-
 def rotary(x: Float[Array, "B T H K"], positions: Int[Array, " T"]) -> Float[Array, "B T H K"]:
     """Rotary position embedding (Su et al., 2021) on the last axis, pairs (i, i + K/2).
 
@@ -288,14 +241,14 @@ class Block(nn.Module):
         cfg, dt = self.cfg, self.cfg.compute_dtype
         h, k, d = cfg.heads, cfg.width // cfg.heads, cfg.width
         out_std = 0.02 / math.sqrt(2 * cfg.depth)
-        y = _layer_norm("ln_attn", dt)(x)
+        y = layer_norm("ln_attn", dt)(x)
         if cfg.attention_kind == "low_rank":
             y = self._low_rank_attention(y)
         else:
             y = self._standard_attention(y)
         y = Projection((h, k), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
         x = x + y
-        y = _layer_norm("ln_mlp", dt)(x)
+        y = layer_norm("ln_mlp", dt)(x)
         f = d * cfg.mlp_ratio
         y = Projection((d,), (f,), ("embed", "mlp"), 0.02, dt, name="mlp_in")(y)
         y = nn.gelu(y)
@@ -336,7 +289,7 @@ class TransformerLM(nn.Module):
             )
         block = nn.remat(Block) if cfg.remat else Block
         self.blocks = [block(cfg, name=f"block_{i}") for i in range(cfg.depth)]
-        self.ln_final = _layer_norm("ln_final", cfg.compute_dtype, cfg.final_ln_bias)
+        self.ln_final = layer_norm("ln_final", cfg.compute_dtype, cfg.final_ln_bias)
         if cfg.learned_logit_scale:
             self.logit_scale = self.param(
                 "logit_scale",

@@ -43,7 +43,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from lexlm.nn.blocks import CachedBlock, logical_param
-from lexlm.nn.transformer import DTYPES, Projection, _layer_norm
+from lexlm.nn.layers import DTYPES, Projection, layer_norm
 
 ENCODER_KINDS = ("pixel", "token")
 
@@ -150,11 +150,11 @@ class SentenceEncoder(nn.Module):
             CachedBlock(c.width, c.heads, c.mlp_ratio, c.depth, dt, name=f"block_{i}")
             for i in range(c.depth)
         ]
-        self.ln_final = _layer_norm("ln_final", dt)
+        self.ln_final = layer_norm("ln_final", dt)
         self.head_dense = Projection(
             (c.width,), (c.width,), ("embed", None), 0.02, dt, name="head_dense"
         )
-        self.head_ln = _layer_norm("head_ln", dt)
+        self.head_ln = layer_norm("head_ln", dt)
         if c.kind == "pixel":
             self.mae = MAEDecoder(c)
 
@@ -230,7 +230,7 @@ class MAEDecoder(nn.Module):
             y, _ = CachedBlock(e, c.dec_heads, c.mlp_ratio, c.dec_depth, dt, name=f"block_{i}")(
                 y, allowed
             )
-        y = _layer_norm("ln_final", dt)(y)
+        y = layer_norm("ln_final", dt)(y)
         out = Projection((e,), (c.pixels,), (None, None), 0.02, dt, name="out")(y)
         return out.astype(jnp.float32)
 

@@ -44,7 +44,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 from lexlm.nn.attention import NEG_INF
 from lexlm.nn.blocks import CachedBlock
 from lexlm.nn.blocks import logical_param as _param
-from lexlm.nn.transformer import DTYPES, _layer_norm
+from lexlm.nn.layers import DTYPES, layer_norm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Stack(nn.Module):
             )
             for i in range(self.depth)
         ]
-        self.ln_final = _layer_norm("ln_final", c.compute_dtype)
+        self.ln_final = layer_norm("ln_final", c.compute_dtype)
 
     def __call__(self, x, allowed, caches=None, index=0):
         new = []
