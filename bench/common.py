@@ -304,8 +304,8 @@ def print_json(record: dict) -> None:
 
 
 # Model sizes, mirroring the experiment configs (which are not imported: reading them pulls in
-# the data stack). tiny = experiments/lm.py:tiny with the embedded corpus's ~100 characters;
-# 150m = experiments/lm.py:150m; paper = experiments/lexinvariant.py:paper (context 512).
+# the data stack). tiny = lm:tiny with the embedded corpus's ~100 characters;
+# 150m = lm:150m; paper = lexinvariant:paper (context 512).
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(vocab_size=100, width=128, depth=2, heads=4, seq_len=128),
     "150m": dict(vocab_size=32000, width=1024, depth=12, heads=16, seq_len=1024),

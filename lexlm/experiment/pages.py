@@ -12,6 +12,7 @@ number on a page therefore comes from a findings file that a tested command wrot
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 from lexlm.experiment import registry
@@ -38,12 +39,30 @@ def findings_files(project: str) -> list[str]:
     return [n for n in order if n in present] + [n for n in present if n not in order]
 
 
+def public_command(command: str) -> str:
+    """A command as a reader can rerun it: data files under ``$DATA/`` (wherever the data
+    sets were downloaded) and the workdir relative."""
+    command = re.sub(r"(?<=[=\s])[^\s=]*/shared/data/", "$DATA/", command)
+    return re.sub(r"--workdir[= ]\S*/(results/\S+)", r"--workdir=\1", command)
+
+
+def public_paths(value):
+    """``value`` with every data path written as ``$DATA/...`` (see ``public_command``)."""
+    if isinstance(value, dict):
+        return {k: public_paths(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public_paths(v) for v in value]
+    if isinstance(value, str) and "/shared/data/" in value:
+        return re.sub(r"(?:(?<=[=\s,])|^)[^\s=,]*/shared/data/", "$DATA/", value)
+    return value
+
+
 def provenance_line(p: dict) -> str:
     wall = p.get("wall_s")
     took = f", {wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""
     return (
-        f"Command: `{p.get('command', '?')}` ({p.get('date', '?')}; {p.get('machine', '?')}, "
-        f"jax {p.get('jax', '?')}{took})."
+        f"Command: `{public_command(p.get('command', '?'))}` ({p.get('date', '?')}; "
+        f"{p.get('machine', '?')}, jax {p.get('jax', '?')}{took})."
     )
 
 
@@ -97,10 +116,12 @@ def save_findings(workdir, name: str) -> str:
     root = as_path(workdir)
     config = json.loads((root / "config.json").read_text())
     project = config["project"]
+    provenance = read_json(root / "provenance.json")
+    provenance["command"] = public_command(provenance.get("command", ""))
     record = {
         "findings": read_json(root / "findings.json"),
-        "provenance": read_json(root / "provenance.json"),
-        "config": config,
+        "provenance": provenance,
+        "config": public_paths(config),
     }
     path = os.path.join(registry.project_dir(project), FINDINGS_DIR, f"{name}.json")
     write_json(path, record)
