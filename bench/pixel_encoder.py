@@ -1,7 +1,7 @@
 """Sentence-encoder throughput: the pixel encoder (rendered patches) against the subword-token
 encoder of the same width, depth and sequence length, for training and for inference.
 
-    python -m bench.pixel_encoder --size stsb     # experiments/pixel_sentence.py:stsb
+    python -m bench.pixel_encoder --size stsb     # the pixel project's stsb variant
     python -m bench.pixel_encoder --size tiny
 
 Training: the trainer's own contrastive step (``common.TaskStep``: AdamW, clipping, the
@@ -33,10 +33,11 @@ SIZES = {
 
 
 def corpus() -> list[str]:
-    """The embedded corpus's training sentences (``experiments/pixel_sentence.py:tiny``'s)."""
-    from experiments.pixel_data import default_data_config, load_data
+    """The embedded corpus's training sentences (the pixel project's tiny variant's)."""
+    from lexlm.data.config import default_data_config
+    from lexlm.data.sentence_pairs import sentence_data
 
-    return load_data(default_data_config()).sentences
+    return sentence_data(default_data_config("lee")).sentences
 
 
 def main(argv=None):

@@ -157,6 +157,17 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path, monkeypatch
     assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]  # only the temporary
 
 
+def test_temporaries_left_by_kills_are_removed(tmp_path):
+    from lexlm.experiment.driver import remove_temporaries
+
+    (tmp_path / "runs" / "a" / "tok.tmp-1234").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "tok.tmp-1234" / "vocab.txt").write_text("x")
+    (tmp_path / "findings.json.tmp-99").write_text("{")
+    (tmp_path / "findings.json").write_text("{}")
+    assert remove_temporaries(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "findings.json", "runs"]
+
+
 def test_lock_refuses_a_second_holder_and_is_freed_by_a_kill(tmp_path):
     wd = tmp_path / "w"
     with WorkdirLock(wd, enabled=True):

@@ -1,14 +1,16 @@
 """The sentence encoders (lexlm.nn.vit), their losses (lexlm.train.contrastive_task) and
-batches (lexlm.data.sentence_pairs)."""
+batches (lexlm.data.sentence_pairs), and the pixel encoder training on an 8-device mesh."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import train_helpers as th
 
 from lexlm.data.sentence_pairs import (
     MAEBatches,
@@ -196,3 +198,32 @@ def test_soup_averages_and_seed_checkpoint_starts_training_there(tmp_path):
     np.testing.assert_allclose(restored["block_0"]["qkv"]["kernel"], s["block_0"]["qkv"]["kernel"])
     with pytest.raises(ValueError, match="soup"):
         soup([])
+
+
+MESH_SCRIPT = """
+import json, sys
+import jax, numpy as np
+from lexlm.data.sentence_pairs import PairBatches, PixelFeatures
+from lexlm.nn.vit import EncoderConfig
+from lexlm.text.render import RenderConfig
+from lexlm.train import default_train_config, train
+from lexlm.train.contrastive_task import make_contrastive_task
+
+cfg = EncoderConfig(kind="pixel", width=32, depth=1, heads=4, max_len=16)
+t = default_train_config()
+t.update(steps=6, batch_size=16, mesh=(2, 2, 2), log_every=1, ckpt_every=6, lr=3e-3,
+         progress=False, tensorboard=False, warmup_steps=1)
+sents = [f"Sentence {i}: the {w} sat on a mat." for i, w in enumerate("cat dog cow pig hen fox "
+         "owl bee ant elk yak emu gnu ape bat rat eel".split())]
+batches = PairBatches(PixelFeatures(RenderConfig(max_patches=16)), sents, None, 16, 0, "typo", 0.1)
+r = train(t, make_contrastive_task(cfg), batches, sys.argv[1])
+print("DEVICES", jax.device_count())
+print("LOSSES", json.dumps([h["loss"] for h in r.history]))
+"""
+
+
+def test_pixel_encoder_trains_on_8_device_mesh(tmp_path):
+    lines = th.run_script(MESH_SCRIPT, tmp_path / "train_pixel.py", [str(tmp_path / "run")])
+    losses = json.loads(lines["LOSSES"])
+    assert int(lines["DEVICES"]) == 8
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]

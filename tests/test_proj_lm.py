@@ -44,6 +44,7 @@ def test_killed_anywhere_and_rerun_ends_with_the_same_findings(reference, cache,
     codes = eh.kill_chain([*SMALL, f"--workdir={wd}"], cache, faults)
     assert codes[:-1] == [eh.KILLED] * len(faults) and codes[-1] == 0
     assert eh.findings(wd) == eh.findings(reference)
+    assert not list(wd.rglob("*.tmp-*"))  # what the kill inside a write left was cleared
     # a rerun of a finished command reuses everything and changes no result
     before = {k: v for k, v in eh.tree_state(wd).items() if not k.startswith(("report", "prov"))}
     code, _, err = eh.cli([*SMALL, f"--workdir={wd}"])

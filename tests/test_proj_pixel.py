@@ -1,17 +1,46 @@
-"""experiments/pixel_sentence.py: the findings code on known answers, the data block, a tiny
-end-to-end run (with resume), and training on the 8-device mesh."""
+"""The pixel project: the numbers it reports on known answers, its selection surviving a kill
+at any point, and the experiment through the command line (killed and rerun, changed config,
+bad input, evaluation of its runs, the report drawn again from the findings)."""
 
 from __future__ import annotations
 
 import json
+import math
 
+import experiment_helpers as eh
 import numpy as np
 import pytest
-import train_helpers as th
 
-from experiments import pixel_data, pixel_report, pixel_sentence
 from lexlm.data import sts
-from lexlm.errors import ConfigError
+from lexlm.proj.pixel import config as pixel_config
+from lexlm.proj.pixel import evaluate as pixel_eval
+from lexlm.proj.pixel import report, selection, stages
+
+# The tiny variant, shrunk so that a run takes seconds: 16 wide, one perturbation run of
+# 3 steps, its soup, a topical stage of 2 steps (global steps: 1-3 unsup, 4 soup, 5-6 topical).
+SMALL = [
+    "--config=pixel:tiny",
+    "--config.model.width=16",
+    "--config.model.depth=1",
+    "--config.model.heads=2",
+    "--config.model.max_len=16",
+    "--config.model.dec_width=16",
+    "--config.model.dec_heads=2",
+    "--config.tokenizer.vocab_size=600",
+    "--config.stages.unsup=combined",
+    "--config.stages.unsup_steps=3",
+    "--config.stages.topical_steps=2",
+    "--config.train.batch_size=8",
+    "--config.train.ckpt_every=2",
+    "--config.train.log_every=1",
+    "--config.eval.batch=32",
+    "--config.eval.examples=1",
+    "--config.eval.typo_rates=(0.1,)",
+    "--config.sentences.max_sentences=200",
+]
+
+
+# --- the reported numbers on known answers ------------------------------------------------
 
 
 def _pairs(n=6):
@@ -33,189 +62,292 @@ def _embed_by_number(texts):
 
 def test_score_and_robustness_known_answers():
     pairs = _pairs()
-    assert pixel_report.target_size(pairs) == 6
+    assert pixel_eval.target_size(pairs) == 6
     # a target whose right side is always number 0: cosine falls with i, scores rise with i
     shifted = sts.Pairs(pairs.left, tuple("zero" for _ in pairs.right), pairs.scores)
-    assert pixel_report.score(_embed_by_number, shifted, 100)["spearman"] == pytest.approx(-100)
-    rows = pixel_report.robustness(_embed_by_number, shifted, (0.05, 0.2), 0, 100)
+    assert pixel_eval.score(_embed_by_number, shifted, 100)["spearman"] == pytest.approx(-100)
+    rows = pixel_eval.robustness(_embed_by_number, shifted, (0.05, 0.2), 0, 100)
     assert [r["rate"] for r in rows] == [0.0, 0.05, 0.2]
     # typos never touch digits, so this encoder is perfectly robust: every drop is 0
     assert all(r["drop"] == pytest.approx(0.0) for r in rows)
-    typo = pixel_report.with_typos(shifted, 0.2, 3)
+    typo = pixel_eval.with_typos(shifted, 0.2, 3)
     assert typo.left != shifted.left and len(typo.left) == len(shifted.left)
-    assert pixel_report.with_typos(shifted, 0.0, 3) is shifted
+    assert pixel_eval.with_typos(shifted, 0.0, 3) is shifted
 
 
-def test_select_on_dev_and_typo_gap():
+def test_select_on_dev_typo_gap_and_the_computed_sentences():
     recs = [
         {"stage": "unsup_typo", "step": 4, "global_step": 4, "candidate": False, "dev": 90.0},
-        {"stage": "soup", "step": 0, "global_step": 8, "candidate": True, "dev": 30.0},
-        {"stage": "sup_0", "step": 4, "global_step": 12, "candidate": True, "dev": 41.0},
-        {"stage": "sup_0", "step": 8, "global_step": 16, "candidate": True, "dev": 41.0},
-        {"stage": "sup_0", "step": 12, "global_step": 20, "candidate": True, "dev": float("nan")},
+        {"stage": "soup", "step": 0, "global_step": 5, "candidate": True, "dev": 30.0},
+        {"stage": "sup_0", "step": 4, "global_step": 9, "candidate": True, "dev": 41.0},
+        {"stage": "sup_0", "step": 8, "global_step": 13, "candidate": True, "dev": 41.0},
+        {"stage": "sup_0", "step": 12, "global_step": 17, "candidate": True, "dev": math.nan},
     ]
-    assert pixel_report.select_on_dev(recs)["global_step"] == 12  # best dev, earliest on ties
-    with pytest.raises(ValueError):
-        pixel_report.select_on_dev(recs[:1])
+    assert selection.select_on_dev(recs)["global_step"] == 9  # best dev, earliest on ties
+    assert selection.select_on_dev(recs[:1]) is None
     rows = [
-        {"model": "pixel", "robustness": [{"rate": 0.0, "drop": 0.0}, {"rate": 0.1, "drop": 2.0}]},
-        {"model": "token", "robustness": [{"rate": 0.0, "drop": 0.0}, {"rate": 0.1, "drop": 5.5}]},
-    ]
-    assert pixel_report.typo_gap(rows, 0.1) == {"pixel": 2.0, "token": 5.5}
-    assert pixel_report.typo_gap(rows[:1], 0.1) is None
+        {"model": "pixel", "test": 26.7, "robustness": [
+            {"rate": 0.0, "spearman": 26.7, "drop": 0.0},
+            {"rate": 0.1, "spearman": 26.2, "drop": 0.5}]},
+        {"model": "token", "test": 23.1, "robustness": [
+            {"rate": 0.0, "spearman": 23.1, "drop": 0.0},
+            {"rate": 0.1, "spearman": 11.4, "drop": 11.7}]},
+        {"model": "tfidf", "reference": True, "test": 64.1, "robustness": [
+            {"rate": 0.0, "spearman": 64.1, "drop": 0.0},
+            {"rate": 0.1, "spearman": 31.7, "drop": 32.4}]},
+    ]  # fmt: skip
+    assert report.typo_gap(rows, 0.1) == {"pixel": 0.5, "token": 11.7}
+    assert report.typo_gap(rows[:1], 0.1) is None
+    text = " ".join(report._typo_sentences(rows, [0.1]))
+    assert "pixel encoder loses 0.5 points and the subword encoder loses 11.7 points" in text
+    assert "the pixel encoder loses less (the paper's direction)" in text
+    assert "largest loss at 10% is TF-IDF's (32.4)" in text
+    flipped = [dict(rows[0], robustness=rows[1]["robustness"]), dict(rows[1], robustness=
+               rows[0]["robustness"])]  # fmt: skip
+    assert "the pixel encoder loses more." in " ".join(report._typo_sentences(flipped, [0.1]))
 
 
-def test_split_doc_similarity_keeps_pairs_inside_each_half():
-    docs = tuple(f"doc {i}" for i in range(6))
-    pairs = np.array([(i, j) for i in range(6) for j in range(i + 1, 6)], np.int32)
-    scores = np.array([10 * i + j for i, j in pairs], np.float32)
-    dev, test = pixel_data.split_doc_similarity(sts.DocSimilarity(docs, pairs, scores), seed=1)
-    assert len(dev.docs) == 3 and len(test.docs) == 3 and not set(dev.docs) & set(test.docs)
-    for half in (dev, test):
-        assert len(half.pairs) == 3
-        for (i, j), s in zip(half.pairs, half.scores):
-            a, b = int(half.docs[i].split()[1]), int(half.docs[j].split()[1])
-            assert s == 10 * min(a, b) + max(a, b)
+def test_the_stage_plan_and_its_global_steps():
+    c = pixel_config.get_config("tiny")
+    c.stages.update(unsup="typo,combined", unsup_steps=3, topical_steps=2, mae_steps=2)
+    assert stages.offsets(c, "pixel") == [
+        ("mae", 2, 0), ("unsup_typo", 3, 2), ("unsup_combined", 3, 5), ("soup", 0, 8),
+        ("topical_0", 2, 9)]  # fmt: skip
+    assert [s for s, _ in stages.plan(c, "token")] == [
+        "unsup_typo", "unsup_combined", "soup", "topical_0"]  # fmt: skip
+    assert stages.locate(c, "pixel", 8) == ("unsup_combined", 3)
+    assert stages.locate(c, "pixel", 9) == ("soup", 0)  # the soup has its own number
+    assert stages.locate(c, "pixel", 11) == ("topical_0", 2)
+    assert stages.locate(c, "pixel", 12) is None
+    assert [stages.is_candidate(s) for s in ("mae", "unsup_typo", "soup", "sup_1")] == [
+        False, False, True, True]  # fmt: skip
 
 
-def _write_stsb(path, n, seed):
+def _state(value: float):
+    import jax.numpy as jnp
+
+    from lexlm.train.loop import TrainState
+
+    return TrainState(step=jnp.zeros((), jnp.int32), params={"w": jnp.full((2,), value)},
+                      opt_state={"m": jnp.zeros((2,))})  # fmt: skip
+
+
+def test_selection_survives_a_kill_between_the_best_save_and_its_record(tmp_path, monkeypatch):
+    def score(params):
+        return float(np.sum(params["w"]))
+
+    sel = selection.Selection(tmp_path, {"model": "toy"}, score)
+    soup_hook, topical_hook = sel.hook("soup", 3, True), sel.hook("topical_0", 4, True)
+    soup_hook(1, _state(1.0), True)  # global step 4: the best so far
+    assert sel.best_ckpt.latest_step() == 4
+    with monkeypatch.context() as m:  # the process dies writing the next record
+        m.setattr(selection, "write_json", lambda *a, **k: (_ for _ in ()).throw(SystemExit))
+        with pytest.raises(SystemExit):
+            topical_hook(2, _state(2.0), True)  # a better one: saved first, then its record
+    sel.close()
+    again = selection.Selection(tmp_path, {"model": "toy"}, score)  # the rerun
+    hook = again.hook("topical_0", 4, True)
+    assert again.best_ckpt.latest_step() == 6 and hook.pending(2) and not hook.pending(0)
+    hook(2, _state(2.0), True)  # what the trainer does for a pending checkpoint
+    assert not hook.pending(2)
+    chosen = again.selected()
+    assert (chosen["global_step"], chosen["dev"]) == (6, 4.0)
+    assert [r["global_step"] for r in again.records()] == [4, 6]
+    again.close()
+
+
+# --- the experiment through the command line ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache):
+    """One uninterrupted run of the command, in a child like every run it is compared with."""
+    wd = tmp_path_factory.mktemp("pixel") / "reference"
+    out = eh.run_subprocess([*SMALL, f"--workdir={wd}"], cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return wd
+
+
+def test_killed_anywhere_and_rerun_ends_with_the_same_findings(reference, cache, tmp_path):
+    wd = tmp_path / "w"
+    # Each run resumes what the last left (counts are per process): killed
+    # 1. in pixel's perturbation run, right after its checkpoint of step 2, before that step's
+    #    validation score (owed: the rerun scores it first, then trains on);
+    # 2. writing the soup's record, after its best checkpoint was saved (4th write: the run's
+    #    config, the records of steps 2, 3);
+    # 3. in the token run's test evaluation (the 8th scoring: 4 per run, then test);
+    # 4. before the report.
+    faults = ["checkpoint:1", "write:4", "evaluate:8", "report:1"]
+    codes = eh.kill_chain([*SMALL, f"--workdir={wd}"], cache, faults)
+    assert codes[:-1] == [eh.KILLED] * len(faults) and codes[-1] == 0
+    assert eh.findings(wd) == eh.findings(reference)
+
+    # a rerun of a finished command reuses everything and changes no result
+    def keep(state):
+        return {k: v for k, v in state.items() if not k.startswith(("report", "prov"))}
+
+    before = keep(eh.tree_state(wd))
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}"])
+    assert code == 0, err
+    assert keep(eh.tree_state(wd)) == before
+
+
+def test_the_findings_hold_each_model_and_the_reference(reference):
+    f = eh.findings(reference)
+    assert [r["model"] for r in f["rows"]] == ["pixel", "token", "tfidf"]
+    assert f["stages"] == {m: ["unsup_combined", "soup", "topical_0"] for m in ("pixel", "token")}
+    for row in f["rows"][:2]:
+        assert -100 <= row["test"] <= 100 and [r["rate"] for r in row["robustness"]] == [0, 0.1]
+        cands = [e for e in row["evals"] if e["candidate"]]
+        assert [e["global_step"] for e in row["evals"]] == [2, 3, 4, 6]
+        assert [e["stage"] for e in cands] == ["soup", "topical_0"]
+        assert row["dev"] == max(e["dev"] for e in cands) and row["params"] > 0
+    assert f["rows"][2]["params"] == 0 and f["dev_pairs"] == f["test_pairs"] == 300
+    assert [e["label"] for e in f["examples"]] == ["clean", "10% typos", "word shuffle"]
+    provenance = json.loads((reference / "provenance.json").read_text())
+    assert set(provenance["timings"]) == {"pixel", "token"}  # timings there, never in findings
+    assert "sentences_per_s" in provenance["timings"]["pixel"]["unsup_combined"]
+
+
+@pytest.mark.parametrize(
+    "override, field, run",
+    [
+        ("--config.train.lr=0.01", "train.lr", "runs/pixel"),
+        ("--config.model.width=32", "model.width", "runs/pixel"),
+        ("--config.stages.rate=0.2", "stages.rate", "runs/pixel"),
+        ("--config.tokenizer.vocab_size=700", "tokenizer.vocab_size", "runs/token"),
+    ],
+)
+def test_a_changed_field_is_refused_by_name_and_nothing_changes(reference, tmp_path, override,
+                                                                field, run):  # fmt: skip
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    before = eh.tree_state(wd)
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}", override])
+    eh.assert_one_line_error(code, err, field, run)
+    assert eh.tree_state(wd) == before
+
+
+def test_another_evaluation_setting_reuses_the_runs(reference, tmp_path, unoptimised_xla):
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    checkpoints = {k for k in eh.tree_state(wd) if "checkpoints" in k}
+    args = [a for a in SMALL if "typo_rates" not in a]  # a repeated tuple flag accumulates
+    code, _, err = eh.cli([*args, f"--workdir={wd}", "--config.models=pixel",
+                           "--config.eval.typo_rates=(0.2,)"])  # fmt: skip
+    assert code == 0, err
+    f = eh.findings(wd)
+    assert [r["model"] for r in f["rows"]] == ["pixel", "tfidf"]
+    assert [r["rate"] for r in f["rows"][0]["robustness"]] == [0.0, 0.2]
+    assert f["rows"][0]["dev"] == eh.findings(reference)["rows"][0]["dev"]  # the same selection
+    assert {k for k in eh.tree_state(wd) if "checkpoints" in k} == checkpoints  # no training
+    assert len(list((wd / "runs" / "pixel" / "evals").glob("test-*.json"))) == 2
+
+
+def _write_stsb(path, n, seed, bad_line=None):
     rng = np.random.default_rng(seed)
     words = "cat dog bird fish tree house road car boat sun moon star".split()
     lines = []
     for i in range(n):
-        a = " ".join(rng.choice(words, 5))
-        b = " ".join(rng.choice(words, 5))
-        lines.append(f"main-captions\tMSRvid\t2012\t{i:04d}\t{rng.uniform(0, 5):.3f}\t{a}.\t{b}.")
-    lines.append("main-captions\tMSRvid\t2012\tbad\tnot-a-number\tx\ty")
+        a, b = " ".join(rng.choice(words, 5)), " ".join(rng.choice(words, 5))
+        score = "-7" if i + 1 == bad_line else f"{rng.uniform(0, 5):.3f}"
+        lines.append(f"main-captions\tMSRvid\t2012\t{i:04d}\t{score}\t{a}.\t{b}.")
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
 
-def test_stsb_files_data_block(tmp_path):
-    c = pixel_data.default_data_config()
-    c.source = "stsb"
-    for split, n in (("train", 40), ("validation", 10), ("test", 10)):
-        c.files[split] = _write_stsb(tmp_path / f"{split}.csv", n, len(split))
-    data = pixel_data.load_data(c)
-    assert len(data.dev) == 10 and len(data.test) == 10 and data.docs == []
-    assert data.stats["train"]["unparsable"] == 1
-    assert data.stats["sup_pairs"] == int(np.sum(sts.read_stsb(c.files.train).scores >= 4.0))
-    c.files.test = str(tmp_path / "missing.csv")
-    with pytest.raises(ConfigError, match=r"data\.files\.test"):
-        pixel_data.load_data(c)
-    c.source = "wiki"
-    with pytest.raises(ConfigError, match=r"data\.source"):
-        pixel_data.load_data(c)
+def _stsb_args(tmp_path, train_pairs=40, bad_line=None, test_pairs=10):
+    files = {
+        "train": _write_stsb(tmp_path / "train.csv", train_pairs, 0, bad_line),
+        "validation": _write_stsb(tmp_path / "dev.csv", 10, 1),
+        "test": _write_stsb(tmp_path / "test.csv", test_pairs, 2),
+    }
+    return ["--config.data.source=files", "--config.data.format=stsb",
+            *(f"--config.data.split_files.{s}={p}" for s, p in files.items())]  # fmt: skip
 
 
-def test_lee_data_block():
-    data = pixel_data.load_data(pixel_data.default_data_config())
-    assert len(data.dev.docs) == 25 and len(data.test.docs) == 25
-    assert len(data.dev.pairs) == 300 and len(data.test.pairs) == 300
-    assert not set(data.dev.docs) & set(data.test.docs)
-    assert data.stats["documents"] == 293 and max(map(len, data.sentences)) <= 120
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--config.stages.rate=1.5"], ["stages.rate", "[0.0, 1.0]"]),
+        (["--config.stages.mae_ratio=0"], ["stages.mae_ratio"]),
+        (["--config.stages.unsup_steps=-2"], ["stages.unsup_steps", ">= 0"]),
+        (["--config.eval.typo_rates=(0.1,1.5)"], ["eval.typo_rates"]),
+        (["--config.models=pixel,bert"], ["models", "bert"]),
+        (["--config.stages.unsup=typo,blur"], ["stages.unsup", "blur"]),
+        (["--config.data.split_files.train=train.csv"], ["data.split_files", "'lee'"]),
+        (["--config.stages.sup_steps=4"], ["stages.sup_steps", "no scored"]),
+        (["--config.data.vocab_size=500"], ["data.vocab_size", "tokenizer.vocab_size"]),
+        (["--config.stages.rat=0.1"], ["did you mean --config.stages.rate"]),
+        (["--config=pixel:huge"], ["unknown variant 'huge'"]),
+        (["--config.tokenizer.vocab_size=300"], ["tokenizer.vocab_size", "sentencepiece"]),
+        (["--config.train.batch_size=5000"], ["data.source", "fewer than train.batch_size"]),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_trace(tmp_path, args, fragments):
+    wd = tmp_path / "fresh"
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}", *args])
+    eh.assert_one_line_error(code, err, *fragments)
+    assert not wd.exists()
 
 
-def test_config_errors():
-    c = pixel_sentence.get_config("tiny")
-    c.models = "pixel,bert"
-    with pytest.raises(ConfigError, match="models"):
-        pixel_sentence.model_names(c)
-    c.stages.unsup = "typo,blur"
-    with pytest.raises(ConfigError, match=r"stages\.unsup"):
-        pixel_sentence.unsup_kinds(c)
-    with pytest.raises(ValueError, match="unknown config"):
-        pixel_sentence.get_config("huge")
+@pytest.mark.parametrize(
+    "kind, fragments",
+    [
+        ("score", ["data.split_files.train", "train.csv) line 3", "score -7", "[0, 5]"]),
+        ("few", ["data.split_files.train", "4 sentence pairs", "fewer than one batch"]),
+        ("empty", ["data.split_files.test", "test.csv", "no sentence pairs"]),
+    ],
+)
+def test_bad_sts_files_are_one_line_and_leave_no_trace(tmp_path, kind, fragments):
+    wd = tmp_path / "fresh"
+    args = _stsb_args(tmp_path, train_pairs=4 if kind == "few" else 40,
+                      bad_line=3 if kind == "score" else None,
+                      test_pairs=0 if kind == "empty" else 10)  # fmt: skip
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}", *args, "--config.stages.topical_steps=0",
+                           "--config.stages.sup_steps=2"])  # fmt: skip
+    eh.assert_one_line_error(code, err, *fragments)
+    assert not wd.exists()
 
 
-def _tiny(c):
-    c.model.update(width=16, depth=1, heads=2, max_len=16, dec_width=16, dec_heads=2)
-    c.tokenizer.vocab_size = 600
-    c.stages.update(unsup="combined", unsup_steps=4, topical_steps=4, mae_steps=2)
-    c.train.update(batch_size=8, ckpt_every=4, log_every=2)
-    c.eval.update(batch=32, examples=1)
-    c.data.max_sentences = 200
-    return c
+# unoptimised_xla: the children's compile options, so a score is the one the run computed
+def test_evaluate_reads_each_run_and_its_recorded_config(reference, tmp_path, unoptimised_xla):
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    f = eh.findings(wd)
+    code, out, err = eh.cli([f"--workdir={wd}"], entry="evaluate")
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.strip().splitlines()]
+    assert [(x["run"], x["kind"]) for x in lines] == [("runs/pixel", "encoder"),
+                                                      ("runs/token", "encoder")]  # fmt: skip
+    for line, row in zip(lines, f["rows"]):
+        assert line["split"] == "test" and line["step"] == row["global_step"]
+        assert line["spearman"] == pytest.approx(row["test"])
+    # one run directory, moved away from its experiment: another split, an older step
+    moved = eh.copy_workdir(wd / "runs" / "pixel", tmp_path / "moved")
+    code, out, err = eh.cli([f"--workdir={moved}", "--split=validation", "--step=3"],
+                            entry="evaluate")  # fmt: skip
+    assert code == 0, err
+    line = json.loads(out)
+    assert (line["split"], line["step"], line["stage"]) == ("validation", 3, "unsup_combined")
+    record = next(e for e in f["rows"][0]["evals"] if e["global_step"] == 3)
+    assert line["spearman"] == pytest.approx(record["dev"], abs=1e-4)  # what selection saw
+    code, _, err = eh.cli([f"--workdir={moved}", "--step=2"], entry="evaluate")
+    eh.assert_one_line_error(code, err, "global step 2", "train.keep")
 
 
-# compile_once: the stages of one encoder share their train step, compiled once.
-def test_tiny_run_end_to_end_and_reuse(tmp_path, compile_once, unoptimised_xla):
-    c = _tiny(pixel_sentence.get_config("tiny"))
-    f = pixel_sentence.run(c, tmp_path)
-    assert f["stages"] == ["mae", "unsup_combined", "soup", "topical_0"]
-    models = [r for r in f["rows"] if not r.get("reference")]
-    for row in models:
-        assert -100 <= row["test"] <= 100 and [r["rate"] for r in row["robustness"]] == [
-            0.0, 0.05, 0.1, 0.2]  # fmt: skip
-        cands = [e for e in row["evals"] if e["candidate"]]
-        assert [e["stage"] for e in cands] == ["soup", "topical_0"]
-        assert row["dev"] == max(e["dev"] for e in cands)
-    assert [r["model"] for r in f["rows"]] == ["pixel", "token", "tfidf"]
-    assert f["rows"][2]["params"] == 0 and len(f["rows"][2]["robustness"]) == 4
-    assert (tmp_path / "robustness.png").read_bytes()[:4] == b"\x89PNG"
-    assert (tmp_path / "rendered_examples.png").read_bytes()[:4] == b"\x89PNG"
-    text = pixel_sentence.report_section(f, image_dir="pixel")
-    assert "| pixel encoder (rendered text) |" in text and "pixel/robustness.png" in text
-    assert "| reference: TF-IDF bag of words (no training) |" in text
-    evals = (tmp_path / "runs" / "pixel" / "evals.jsonl").read_text().splitlines()
-    c.models = "pixel"
-    again = pixel_sentence.run(c, tmp_path)  # finished: evaluated again from the checkpoint
-    assert again["rows"][0]["test"] == f["rows"][0]["test"]
-    assert (tmp_path / "runs" / "pixel" / "evals.jsonl").read_text().splitlines() == evals
-    saved = json.loads((tmp_path / "findings_pixel.json").read_text())
-    assert saved["rows"][0]["params"] > 0
-
-
-MESH_SCRIPT = """
-import json, sys
-import jax, numpy as np
-from lexlm.data.sentence_pairs import PairBatches, PixelFeatures
-from lexlm.nn.vit import EncoderConfig
-from lexlm.text.render import RenderConfig
-from lexlm.train import default_train_config, train
-from lexlm.train.contrastive_task import make_contrastive_task
-
-cfg = EncoderConfig(kind="pixel", width=32, depth=1, heads=4, max_len=16)
-t = default_train_config()
-t.update(steps=6, batch_size=16, mesh=(2, 2, 2), log_every=1, ckpt_every=6, lr=3e-3,
-         progress=False, tensorboard=False, warmup_steps=1)
-sents = [f"Sentence {i}: the {w} sat on a mat." for i, w in enumerate("cat dog cow pig hen fox "
-         "owl bee ant elk yak emu gnu ape bat rat eel".split())]
-batches = PairBatches(PixelFeatures(RenderConfig(max_patches=16)), sents, None, 16, 0, "typo", 0.1)
-r = train(t, make_contrastive_task(cfg), batches, sys.argv[1])
-print("DEVICES", jax.device_count())
-print("LOSSES", json.dumps([h["loss"] for h in r.history]))
-"""
-
-
-def test_pixel_encoder_trains_on_8_device_mesh(tmp_path):
-    lines = th.run_script(MESH_SCRIPT, tmp_path / "train_pixel.py", [str(tmp_path / "run")])
-    losses = json.loads(lines["LOSSES"])
-    assert int(lines["DEVICES"]) == 8
-    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-
-
-def test_tfds_source_offline_and_hidden_scores_are_refused(tmp_path):
-    import tensorflow_datasets as tfds
-
-    c = pixel_data.default_data_config()
-    c.update(source="tfds", tfds_name="ag_news_subset", data_dir=str(tmp_path))
-
-    def records(self, split, **kwargs):  # glue/stsb's fields; its test split hides scores
-        del self, kwargs
-        score = -1.0 if split == "test" else 3.5
-        return [{"sentence1": b"A cat sits.", "sentence2": b"A cat is \xffsitting.",
-                 "label": score}, {"sentence1": b"", "sentence2": b"x", "label": 1.0}]  # fmt: skip
-
-    c.tfds_splits = {"train": "train", "validation": "train", "test": "train"}
-    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
-                                as_data_source_fn=records):  # fmt: skip
-        data = pixel_data.load_data(c)
-    assert len(data.test) == 1 and data.test.right == ("A cat is \ufffdsitting.",)
-    assert data.stats["train"]["empty"] == 1 and data.stats["train"]["replaced_bytes"] == 1
-    assert data.stats["sup_pairs"] == 0
-    c.tfds_splits.test = "test"
-    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
-                                as_data_source_fn=records):  # fmt: skip
-        with pytest.raises(ConfigError, match=r"^data\.tfds_splits\.test: .*unlabelled"):
-            pixel_data.load_data(c)
+def test_report_is_rendered_again_from_the_findings(reference, tmp_path):
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    old = (wd / "report.md").read_text()
+    (wd / "report.md").unlink()
+    for png in (wd / "figures").iterdir():
+        png.unlink()
+    code, _, err = eh.cli([f"--workdir={wd}"], entry="report")
+    assert code == 0, err
+    assert (wd / "report.md").read_text() == old
+    assert "| pixel encoder (rendered text) |" in old and "figures/robustness.png" in old
+    assert "| reference: TF-IDF bag of words (no training) |" in old
+    for name in ("robustness.png", "rendered_examples.png"):
+        assert (wd / "figures" / name).read_bytes()[:4] == b"\x89PNG"

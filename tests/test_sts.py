@@ -1,4 +1,5 @@
-"""Similarity data and metrics (``lexlm.data.sts``, ``lexlm.eval.sts``) on known answers."""
+"""Similarity data and metrics (``lexlm.data.sts``, ``lexlm.eval.sts``) on known answers, and
+the encoders' text from a ``data`` block (``lexlm.data.sentence_pairs.sentence_data``)."""
 
 import dataclasses
 import itertools
@@ -9,6 +10,9 @@ import pytest
 import scipy.stats
 
 from lexlm.data import sts as data
+from lexlm.data.config import default_data_config
+from lexlm.data.sentence_pairs import sentence_data
+from lexlm.errors import ConfigError, DataError
 from lexlm.eval import sts
 
 
@@ -252,3 +256,95 @@ def test_tfidf_embedder_known_vectors():
     np.testing.assert_allclose(v[0], [2 * idf(2), 0, 2 * idf(1), 0, 0, 0], rtol=1e-6)
     assert not v[1].any()  # unknown words are ignored
     assert sts.cosine_rows(embed(["cat"]), embed(["dog"]))[0] == 0.0
+
+
+# --- the data block: judgements and training text (lexlm.data.sts, sentence_pairs) ----------
+
+
+def test_a_score_outside_0_5_is_one_error_naming_the_line():
+    lines = [b"g\tf\t2012\t1\t4.0\ta b\tc d", b"g\tf\t2012\t2\t-7\te\tf"]
+    with pytest.raises(
+        DataError, match=r"^dev\.csv line 2: score -7 lies outside STS-B's \[0, 5\]"
+    ):
+        data.parse_stsb(lines, name="dev.csv")
+
+
+def test_split_doc_similarity_keeps_pairs_inside_each_half():
+    docs = tuple(f"doc {i}" for i in range(6))
+    pairs = np.array([(i, j) for i in range(6) for j in range(i + 1, 6)], np.int32)
+    scores = np.array([10 * i + j for i, j in pairs], np.float32)
+    dev, test = data.split_doc_similarity(data.DocSimilarity(docs, pairs, scores), seed=1)
+    assert len(dev.docs) == 3 and len(test.docs) == 3 and not set(dev.docs) & set(test.docs)
+    for half in (dev, test):
+        assert len(half.pairs) == 3
+        for (i, j), s in zip(half.pairs, half.scores):
+            a, b = int(half.docs[i].split()[1]), int(half.docs[j].split()[1])
+            assert s == 10 * min(a, b) + max(a, b)
+
+
+def _write_stsb(path, n, seed):
+    rng = np.random.default_rng(seed)
+    words = "cat dog bird fish tree house road car boat sun moon star".split()
+    lines = []
+    for i in range(n):
+        a = " ".join(rng.choice(words, 5))
+        b = " ".join(rng.choice(words, 5))
+        lines.append(f"main-captions\tMSRvid\t2012\t{i:04d}\t{rng.uniform(0, 5):.3f}\t{a}.\t{b}.")
+    lines.append("main-captions\tMSRvid\t2012\tbad\tnot-a-number\tx\ty")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_stsb_files_data_block(tmp_path):
+    c = default_data_config("files")
+    c.format = "stsb"
+    for split, n in (("train", 40), ("validation", 10), ("test", 10)):
+        c.split_files[split] = _write_stsb(tmp_path / f"{split}.csv", n, len(split))
+    got = sentence_data(c)
+    assert len(got.dev) == 10 and len(got.test) == 10 and got.docs == []
+    assert got.stats["train"]["unparsable"] == 1 and got.stats["train_pairs"] == 40
+    assert got.stats["sup_pairs"] == int(np.sum(data.read_stsb(c.split_files.train).scores >= 4))
+    assert len(sentence_data(c, max_sentences=7).sentences) == 7
+    # one file, cut by a seeded permutation into data.holdout fractions
+    one = default_data_config("files")
+    one.update(format="stsb", files=(c.split_files.train,), holdout=(0.25, 0.25))
+    cut = data.read_similarity(one)
+    assert (len(cut.train), len(cut.validation), len(cut.test)) == (20, 10, 10)
+    assert not set(cut.train.left) & set(cut.test.left)
+    c.split_files.test = str(tmp_path / "missing.csv")
+    with pytest.raises(ConfigError, match=r"data\.split_files\.test"):
+        sentence_data(c)
+
+
+def test_lee_data_block():
+    got = sentence_data(default_data_config("lee"))
+    assert len(got.dev.docs) == 25 and len(got.test.docs) == 25
+    assert len(got.dev.pairs) == 300 and len(got.test.pairs) == 300
+    assert not set(got.dev.docs) & set(got.test.docs)
+    assert got.stats["documents"] == 293 and max(map(len, got.sentences)) <= 120
+    assert got.sup is None and got.stats["sup_pairs"] == 0
+
+
+def test_tfds_source_offline_and_hidden_scores_are_refused(tmp_path):
+    import tensorflow_datasets as tfds
+
+    c = default_data_config("tfds")
+    c.update(tfds_name="ag_news_subset", data_dir=str(tmp_path), text_key="sentence1,sentence2")
+
+    def records(self, split, **kwargs):  # glue/stsb's fields; its test split hides scores
+        del self, kwargs
+        score = -1.0 if split == "test" else 3.5
+        return [{"sentence1": b"A cat sits.", "sentence2": b"A cat is \xffsitting.",
+                 "label": score}, {"sentence1": b"", "sentence2": b"x", "label": 1.0}]  # fmt: skip
+
+    c.splits = {"train": "train", "validation": "train", "test": "train"}
+    mock = dict(policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=records)
+    with tfds.testing.mock_data(**mock):
+        got = sentence_data(c)
+    assert len(got.test) == 1 and got.test.right == ("A cat is \ufffdsitting.",)
+    assert got.stats["train"]["empty"] == 1 and got.stats["train"]["replaced_bytes"] == 1
+    assert got.stats["sup_pairs"] == 0
+    c.splits.test = "test"
+    with tfds.testing.mock_data(**mock):
+        with pytest.raises(ConfigError, match=r"^data\.splits\.test: .*unlabelled"):
+            sentence_data(c)

@@ -39,7 +39,8 @@ from lexlm.data.sources import (
     tfds_builder,
 )
 
-# These subclass TFDS or grain classes, so they are imported on first use.
+# These subclass TFDS or grain classes, so they are imported on first use (and documented in
+# their own modules: lexlm.data.builders, lexlm.data.code_corpus, lexlm.data.packing).
 _LAZY = {
     "LeeCorpus": "builders",
     "LocalText": "builders",
@@ -68,25 +69,16 @@ __all__ = [
     "SOURCES",
     "SPLITS",
     "ChunkedSource",
-    "LeeCorpus",
-    "LocalText",
-    "PackIterDataset",
-    "PackStats",
-    "PythonStdlib",
     "TextFieldSource",
     "chunk_bounds",
     "default_data_config",
     "default_data_dir",
     "input_fingerprints",
-    "lee_corpus_path",
-    "lee_split_indices",
     "lm_eval_documents",
     "lm_eval_windows",
     "lm_train_dataset",
     "open_split",
-    "python_stdlib_manifest",
     "read_documents",
-    "read_lee_lines",
     "resolve_text_files",
     "tfds_builder",
     "validate_data_config",

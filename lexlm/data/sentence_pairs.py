@@ -13,19 +13,31 @@ Featurizers turn texts into ``(inputs, mask)``:
 
 Every stream is deterministic in (seed, step) and its state is the step, so a resumed run sees
 the same batches (``ClassBatches``' scheme, ``labelled.shuffled_batch``).
+
+``sentence_data(data_cfg, ...)`` is the text a ``data`` block gives the encoders
+(``lexlm.data.sts.read_similarity``): training sentences cut to ``max_chars`` (Lee: the
+background documents' sentences; STS-B / TFDS: every distinct sentence of the train pairs,
+their scores unused), documents for the topical pairs (Lee, or extra unlabelled text files,
+one document per blank-line-separated block), the train pairs scored at least
+``sup_min_score`` as supervised positives, and the validation and test judgements.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from jaxtyping import Bool, Int, UInt8
 
+from lexlm.data import sts
 from lexlm.data.labelled import shuffled_batch
+from lexlm.errors import DataError
+from lexlm.paths import as_path
 from lexlm.text.perturb import perturb
 
 # A sentence ends at . ! or ? (optionally followed by a closing quote or bracket) before
@@ -223,3 +235,67 @@ class MAEBatches:
 
     def set_state(self, state: dict) -> None:
         self.step = int(state["step"])
+
+
+@dataclasses.dataclass
+class SentenceData:
+    sentences: list[str]  # the unsupervised stages' sentences
+    docs: list[list[str]]  # the topical stage: each document's sentences
+    sup: tuple[list[str], list[str]] | None  # supervised positive pairs (None: no labels)
+    dev: sts.Pairs | sts.DocSimilarity  # selects
+    test: sts.Pairs | sts.DocSimilarity  # reports
+    stats: dict
+
+
+def chunked(sentences: Sequence[str], max_chars: int) -> list[str]:
+    """Every sentence cut into ``sts.doc_chunks`` of at most ``max_chars`` characters."""
+    return [piece for s in sentences for piece in sts.doc_chunks(s, max_chars)]
+
+
+def text_documents(paths: Sequence[str], max_chars: int) -> list[list[str]]:
+    """Unlabelled text files: each blank-line-separated block a document of sentences."""
+    docs = []
+    for name in paths:
+        path = as_path(name)
+        if not path.exists():
+            raise DataError(f"no such text file: {name}")
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        for block in text.split("\n\n"):
+            sents = chunked(split_sentences(block), max_chars)
+            if sents:
+                docs.append(sents)
+    return docs
+
+
+def sentence_data(
+    data_cfg: Any,
+    *,
+    max_chars: int = 120,
+    sup_min_score: float = 4.0,
+    max_sentences: int = 0,
+    unlabelled: Sequence[str | os.PathLike] = (),
+) -> SentenceData:
+    """The encoders' text from a ``data`` block (module docstring). ``max_sentences`` > 0
+    keeps the first that many training sentences."""
+    read = sts.read_similarity(data_cfg)
+    docs = [d for d in (chunked(split_sentences(x), max_chars) for x in read.documents) if d]
+    docs += text_documents([os.fspath(p) for p in unlabelled], max_chars)
+    sentences = [s for d in docs for s in d]
+    sup = None
+    if read.train is not None:
+        train = read.train
+        pair_sentences = chunked([*train.left, *train.right], max_chars)
+        sentences = list(dict.fromkeys(pair_sentences)) + sentences
+        keep = np.flatnonzero(train.scores >= sup_min_score)
+        sup = ([train.left[i] for i in keep], [train.right[i] for i in keep])
+    if max_sentences > 0:
+        sentences = sentences[:max_sentences]
+    stats = dict(read.stats)
+    stats.update(
+        documents=len(docs),
+        sentences=len(sentences),
+        train_pairs=len(read.train) if read.train is not None else 0,
+        sup_pairs=len(sup[0]) if sup else 0,
+        topical_pairs=sum(max(len(d) - 1, 0) for d in docs),
+    )
+    return SentenceData(sentences, docs, sup, read.validation, read.test, stats)

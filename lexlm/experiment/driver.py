@@ -71,11 +71,37 @@ def run_section(cfg, wd: Workdir) -> dict:
     return finish(cfg, wd, findings, started)
 
 
+def remove_temporaries(root) -> int:
+    """Deletes what kills left half-written (``*.tmp-*`` files and folders) under a local
+    ``root`` (an object store has none: its writes are single puts); call it only while
+    holding the workdir's lock. Returns how many were removed."""
+    import os
+    import shutil
+
+    from lexlm.paths import TMP_MARK, is_uri
+
+    if is_uri(root) or not os.path.isdir(root):
+        return 0
+    removed = 0
+    for folder, dirs, files in os.walk(os.fspath(root)):
+        for name in [d for d in dirs if TMP_MARK in d]:
+            shutil.rmtree(os.path.join(folder, name))
+            dirs.remove(name)
+            removed += 1
+        for name in files:
+            if TMP_MARK in name:
+                os.unlink(os.path.join(folder, name))
+                removed += 1
+    return removed
+
+
 def run_experiment(cfg, workdir) -> dict:
     """Validates ``cfg``, holds ``workdir``, runs the experiment and writes its results."""
     validate(cfg)
     lock = WorkdirLock(workdir)
     lock.acquire()
+    if is_writer():
+        remove_temporaries(workdir)
     try:
         findings = run_section(cfg, Workdir(workdir))
     except LexlmError:

@@ -25,7 +25,7 @@ owns the columns from its rounded pen position to the next glyph's. A batch of s
 then one vectorised gather of atlas columns and one copy per sentence. Drawing whole sentences
 with Pillow (``render_direct``) differs only where neighbouring glyphs' ink overlaps the next
 cell: on the test sentences the mean absolute difference over the text is below 1% of full
-scale (``tests/test_render.py`` asserts it; ``experiments/bench/render.py`` reports it with
+scale (``tests/test_render.py`` asserts it; ``bench/render.py`` reports it with
 the speed ratio).
 
 Determinism: the output depends only on the text, the font file (its SHA-256 is recorded in

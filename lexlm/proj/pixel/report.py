@@ -1,71 +1,69 @@
-"""Findings of ``experiments/pixel_sentence.py``: scoring a similarity target (sentence pairs or
-documents), typo robustness, dev selection, the table and the figures."""
+"""The pixel project's report: the encoders' table, what the typos cost each, and the figures
+(the robustness curve, rendered examples), all from the findings of ``lexlm.proj.pixel.run``."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from lexlm.data import sts as sts_data
-from lexlm.eval import sts
+PAGE = {
+    "title": "Pixel sentence encoders",
+    "intro": """
+Pixel-Linguist (Xiao et al., 2024) trains PIXEL (Rust et al., 2023), a ViT over text rendered
+as an image, into a sentence encoder, and finds it more robust to typos than a subword encoder.
+lexlm trains a ViT over rendered text (`lexlm.text.render`: square patches of DejaVu Sans cut
+from one strip, Pixel-Linguist's patch count; PIXEL's 2-D sin-cos positions on its square grid,
+truncated to the patches used) and a subword-token encoder of the same width, depth, heads and
+length (a sentencepiece BPE trained on the training sentences; 1-D sin-cos positions), both
+with the Linear-GELU-LayerNorm head, mean pooling and L2 normalisation, through the same
+stages and budget (`lexlm.proj.pixel.stages`): one contrastive run per perturbation kind
+(character typos, random word shuffle, conditional shuffle, both combined), all from one
+initialisation, averaged into a soup, then the supervised pairs. Loss: symmetric in-batch
+InfoNCE. Every checkpoint from the soup on is scored on the validation judgements; the best
+one is kept, restored, and scored on test, clean and with character typos in every text (test
+never chooses). The TF-IDF row is a reference that needs no training. These are small encoders
+trained from scratch (no PIXEL pretraining, whose masked-patch objective is built and tested,
+`--config.stages.mae_steps`), so their absolute numbers are far below the paper's pretrained
+ViT-B.
+
+Data: the Lee corpus (embedded: the background news documents' sentences train; its
+document-similarity set, halved by documents, selects and reports), the STS Benchmark (one
+file per split), or GLUE's stsb in TFDS (whose test scores are hidden: test a labelled split):
+
+```bash
+python -m lexlm.run --config pixel:tiny --workdir runs/pixel_tiny
+python -m lexlm.run --config pixel:stsb --workdir runs/pixel_stsb \\
+    --config.data.split_files.train=$DATA/stsb/sts-train.csv \\
+    --config.data.split_files.validation=$DATA/stsb/sts-dev.csv \\
+    --config.data.split_files.test=$DATA/stsb/sts-test.csv
+python -m lexlm.run --config pixel:stsb --workdir runs/pixel_tfds \\
+    --config.data.source=tfds --config.data.tfds_name=glue/stsb \\
+    --config.data.text_key=sentence1,sentence2 \\
+    --config.data.splits.train='train[:90%]' --config.data.splits.validation='train[90%:]' \\
+    --config.data.splits.test=validation
+python -m lexlm.evaluate --workdir runs/pixel_stsb --split validation
+```
+
+The tiny variant leaves the topical stage (neighbouring sentences of one document,
+Pixel-Linguist's first stage, `--config.stages.topical_steps`) out: from encoders that small
+it collapsed to a constant embedding.
+""",
+    "findings": [
+        ("tiny", "Tiny: the Lee corpus"),
+        ("stsb", "STS Benchmark"),
+    ],
+}
 
 NAMES = {
     "pixel": "pixel encoder (rendered text)",
     "token": "subword-token encoder",
     "tfidf": "reference: TF-IDF bag of words (no training)",
 }
-
-
-def target_size(target) -> int:
-    return len(target.pairs) if isinstance(target, sts_data.DocSimilarity) else len(target)
-
-
-def score(embed: Callable, target, max_chars: int) -> dict:
-    """Spearman / Pearson x100 of cosine similarity against the human scores: sentence pairs
-    (``sts.Pairs``) or documents embedded chunk by chunk (``sts.DocSimilarity``)."""
-    if isinstance(target, sts_data.DocSimilarity):
-        return sts.doc_similarity_scores(embed, target, max_chars)
-    return sts.sts_scores(embed, target)
-
-
-def with_typos(target, rate: float, seed: int):
-    """A copy of ``target`` with character typos at ``rate`` in every text (documents, or both
-    sides of every pair, each side with its own seed); rate 0 returns ``target`` itself."""
-    from lexlm.text.perturb import perturb_many
-
-    if rate == 0:
-        return target
-    if isinstance(target, sts_data.DocSimilarity):
-        return dataclasses.replace(
-            target, docs=tuple(perturb_many(target.docs, "typo", rate, seed))
-        )
-    left = perturb_many(target.left, "typo", rate, seed)
-    right = perturb_many(target.right, "typo", rate, seed + 1)
-    return dataclasses.replace(target, left=tuple(left), right=tuple(right))
-
-
-def robustness(embed: Callable, target, rates: Sequence[float], seed: int, max_chars: int):
-    """Rows {rate, spearman, drop} for rate 0 (clean) and each of ``rates``; drop = clean
-    Spearman minus the perturbed one (positive = worse under typos)."""
-    clean = score(embed, target, max_chars)["spearman"]
-    rows = [{"rate": 0.0, "spearman": clean, "drop": 0.0}]
-    for k, rate in enumerate(r for r in rates if r > 0):
-        s = score(embed, with_typos(target, float(rate), seed + 2 * (k + 1)), max_chars)
-        rows.append({"rate": float(rate), "spearman": s["spearman"], "drop": clean - s["spearman"]})
-    return rows
-
-
-def select_on_dev(records: Sequence[dict]) -> dict:
-    """The candidate checkpoint with the best dev score (earliest global step on ties); test
-    never takes part."""
-    cands = [r for r in records if r["candidate"] and math.isfinite(r["dev"])]
-    if not cands:
-        raise ValueError("no candidate checkpoint with a finite dev score")
-    return max(cands, key=lambda r: (r["dev"], -r["global_step"]))
+SHORT = {"pixel": "the pixel encoder", "token": "the subword encoder", "tfidf": "TF-IDF"}
+MAIN_RATE = 0.1
 
 
 def drop_at(row: dict, rate: float) -> float:
@@ -81,6 +79,12 @@ def typo_gap(rows: Sequence[dict], rate: float) -> dict | None:
     if "pixel" not in by or "token" not in by:
         return None
     return {"pixel": by["pixel"], "token": by["token"]}
+
+
+def compare(a: float, b: float, more: str, less: str, same: str) -> str:
+    """The word for ``a`` against ``b`` at the precision printed (one decimal)."""
+    a, b = round(a, 1), round(b, 1)
+    return more if a > b else less if a < b else same
 
 
 def table(rows: Sequence[dict]) -> list[str]:
@@ -103,11 +107,178 @@ def table(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
-def example_texts(sentences: Sequence[str], k: int, seed: int) -> list[str]:
-    """``k`` training sentences of 40-100 characters (or any, if too few), by a fixed seed."""
-    fits = [s for s in sentences if 40 <= len(s) <= 100] or list(sentences)
-    idx = np.random.default_rng(seed).choice(len(fits), size=min(k, len(fits)), replace=False)
-    return [fits[i] for i in sorted(idx)]
+def _target(f: dict) -> str:
+    if f["source"] == "lee":
+        docs = f["data"]["validation"]["documents"] + f["data"]["test"]["documents"]
+        return (
+            f"the Lee document-similarity set's human ratings ({docs} documents cut by a seeded "
+            f"permutation into two halves: {f['dev_pairs']} dev pairs inside one, "
+            f"{f['test_pairs']} test pairs inside the other; each document embedded as the mean "
+            f"of its chunks of at most {f['max_chars']} characters)"
+        )
+    name = f"GLUE's {f['tfds_name']} (TFDS)" if f["source"] == "tfds" else "STS Benchmark"
+    return f"{name} pairs, {f['dev_pairs']} dev and {f['test_pairs']} test"
+
+
+def _training(f: dict) -> str:
+    d, s = f["data"], f["steps"]
+    parts = [f"{d['sentences']:,} training sentences"]
+    if f["source"] != "lee":
+        parts[0] += f" (the distinct sentences of {d['train_pairs']:,} train pairs, scores unused)"
+    out = f"{s['unsup_steps']} steps per perturbation run on {parts[0]} at rate {f['rate']:g}"
+    if s["sup_steps"]:
+        out += (f", then {s['sup_steps']} supervised steps on the {d['sup_pairs']:,} train pairs "
+                f"scored >= {f['sup_min_score']:g} of 5")  # fmt: skip
+    if s["topical_steps"]:
+        out += f", {s['topical_steps']} topical steps on {d['topical_pairs']:,} neighbour pairs"
+    if s["mae_steps"]:
+        out += f"; the pixel encoder first {s['mae_steps']} MAE steps"
+    return out
+
+
+def _change(drop: float) -> str:
+    """A drop of test Spearman in words (a negative drop is a gain)."""
+    return f"loses {drop:.1f} points" if round(drop, 1) >= 0 else f"gains {-drop:.1f} points"
+
+
+def _order(p: float, t: float) -> str:
+    """How the pixel encoder's drop compares with the subword encoder's."""
+    if min(round(p, 1), round(t, 1)) >= 0:
+        return "the pixel encoder loses " + compare(p, t, "more", "less", "as much")
+    return "the pixel encoder's drop is " + compare(p, t, "larger", "smaller", "the same")
+
+
+def _typo_sentences(rows: Sequence[dict], rates: Sequence[float]) -> list[str]:
+    models = {r["model"]: r for r in rows}
+    if "pixel" not in models or "token" not in models or not rates:
+        return []
+    main = MAIN_RATE if any(math.isclose(r, MAIN_RATE) for r in rates) else rates[0]
+    gap = typo_gap(rows, main)
+    p, t = gap["pixel"], gap["token"]
+    order = _order(p, t)
+    paper = " (the paper's direction)" if round(p, 1) < round(t, 1) else ""
+    out = (f"Under {100 * main:g}% character typos the pixel encoder {_change(p)} and the subword "
+           f"encoder {_change(t)}: {order}{paper}.")  # fmt: skip
+    others = [r for r in rates if not math.isclose(r, main)]
+    if others:
+        pairs = [
+            (100 * r, drop_at(models["pixel"], r), drop_at(models["token"], r)) for r in others
+        ]
+        same = all(
+            compare(a, b, "more", "less", "as much") == compare(p, t, "more", "less", "as much")
+            for _, a, b in pairs
+        )
+        listed = "; ".join(f"{r:g}%: {a:+.1f} against {b:+.1f}" for r, a, b in pairs)
+        order_note = ", in the same order" if same else ""
+        out += f" Drops at the other rates, pixel against subword{order_note}: {listed}."
+    worst = max(rows, key=lambda r: drop_at(r, main))
+    name = SHORT.get(worst["model"], worst["model"])
+    out += f" The largest loss at {100 * main:g}% is {name}'s ({drop_at(worst, main):.1f})."
+    return [f"- {out}"]
+
+
+def _clean_sentences(rows: Sequence[dict]) -> list[str]:
+    models = {r["model"]: r for r in rows}
+    out = []
+    if "pixel" in models and "token" in models:
+        p, t = models["pixel"], models["token"]
+        word = compare(p["test"], t["test"], "above", "below", "level with")
+        out.append(
+            f"- Clean, the pixel encoder is {abs(p['test'] - t['test']):.1f} points {word} the "
+            f"subword encoder ({p['test']:.1f} against {t['test']:.1f})."
+        )
+    for r in rows:
+        if r.get("reference"):
+            continue
+        soup = next((e for e in r["evals"] if e["stage"] == "soup"), None)
+        unsup = [e for e in r["evals"] if e["stage"].startswith("unsup_")]
+        finals = {}
+        for e in unsup:  # each perturbation run's last checkpoint
+            finals[e["stage"]] = e
+        parts = [f"{e['stage'][len('unsup_') :]} {e['dev']:.1f}" for e in finals.values()]
+        line = f"- {SHORT[r['model']][0].upper()}{SHORT[r['model']][1:]}: dev "
+        if parts:
+            line += f"after each perturbation run {', '.join(parts)}; "
+        if soup is not None:
+            line += f"soup {soup['dev']:.1f}; "
+        line += (f"selected {r['stage']} step {r['step']} at {r['dev']:.1f}. Without the pooling "
+                 "head (Pixel-Linguist's `PIXELForRepresentation`) it scores "
+                 f"{r['test_no_head']:.1f} on test.")  # fmt: skip
+        out.append(line)
+    ref = next((r for r in rows if r.get("reference")), None)
+    encoders = [r for r in rows if not r.get("reference")]
+    if ref is not None and encoders:
+        above = [r for r in encoders if round(r["test"], 1) > round(ref["test"], 1)]
+        where = ("above every encoder" if not above else
+                 "below every encoder" if len(above) == len(encoders) else
+                 f"below {', '.join(SHORT[r['model']] for r in above)}")  # fmt: skip
+        out.append(f"- The TF-IDF reference scores {ref['test']:.1f} on test, {where}.")
+    return out
+
+
+def _input_sentences(f: dict) -> list[str]:
+    models = {r["model"]: r for r in f["rows"]}
+    m = f["model"]
+    out = []
+    if "pixel" in models and "token" in models:
+        patch = int(f["render"].get("patch", 16))
+        out.append(
+            f"- The parameters differ only in the input layer: the patch projection is "
+            f"{patch * patch} x {m['width']}, the subword embedding table "
+            f"{models['token']['vocab_size']:,} x {m['width']}."
+        )
+    if "pixel" in models:
+        px = models["pixel"]["features"]
+        line = (
+            f"- In the test evaluation {px['truncated_texts']:,} of {px['texts']:,} rendered "
+            f"texts were cut at {m['max_len']} patches ({px['truncated_chars']:,} characters)"
+        )
+        if "token" in models:
+            tk = models["token"]["features"]
+            line += f" against {tk['truncated_texts']:,} of {tk['texts']:,} tokenized ones"
+        line += f"; {px['missing_glyphs']:,} characters had no glyph."  # fmt: skip
+        out.append(line)
+    return out
+
+
+def _timing_lines(provenance: dict) -> list[str]:
+    timings = provenance.get("timings", {})
+    parts = []
+    for model, stages in timings.items():
+        rates = [v["sentences_per_s"] for v in stages.values() if "sentences_per_s" in v]
+        wall = sum(v.get("wall_s", 0.0) for v in stages.values())
+        if rates:
+            parts.append(f"{model} median {float(np.median(rates)):,.0f} sentences/s over "
+                         f"{len(rates)} stages ({wall:,.0f} s)")  # fmt: skip
+    if not parts:
+        return []
+    return [f"Training in this run: {'; '.join(parts)} ({provenance.get('machine', '?')}).", ""]
+
+
+def render(findings: dict, provenance: dict, figures) -> str:
+    f = findings
+    m = f["model"]
+    plans = "; ".join(f"{k}: {' -> '.join(v)}" for k, v in f["stages"].items())
+    lines = [
+        f"Width {m['width']}, depth {m['depth']}, {m['heads']} heads, {m['max_len']} patches or "
+        f"tokens, batch {f['batch']} pairs, InfoNCE at temperature {f['temperature']:g}; "
+        f"{_training(f)}. Stages: {plans}. Scored on {_target(f)}: Spearman x 100 of cosine "
+        "similarity; each model's checkpoint is chosen on dev, test reported.",
+        "",
+        *table(f["rows"]),
+        "",
+        *_typo_sentences(f["rows"], f["typo_rates"]),
+        *_clean_sentences(f["rows"]),
+        *_input_sentences(f),
+        "",
+        *_timing_lines(provenance),
+    ]
+    curve = plot_robustness({r["model"]: r["robustness"] for r in f["rows"]})
+    lines += [f"![robustness curve]({figures.save('robustness.png', curve)})", ""]
+    if f.get("examples"):
+        png = plot_rendered(f["render"], f["examples"])
+        lines += [f"![rendered examples]({figures.save('rendered_examples.png', png)})", ""]
+    return "\n".join(lines)
 
 
 def changed_patches(a: np.ndarray, b: np.ndarray, patch: int) -> np.ndarray:
@@ -116,42 +287,46 @@ def changed_patches(a: np.ndarray, b: np.ndarray, patch: int) -> np.ndarray:
     return np.flatnonzero(diff)
 
 
-def plot_rendered(renderer, texts: Sequence[str], seed: int) -> bytes:
-    """PNG: each text rendered clean, with 10% typos and word-shuffled (its positives), the
-    patch grid drawn and the patches a typo changed shaded."""
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_rendered(render_cfg: dict, rows: Sequence[dict]) -> bytes:
+    """PNG: the example texts (each clean, with typos, word-shuffled) rendered again (the
+    renderer is deterministic), the patch grid drawn and the patches a typo changed shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lexlm.text.perturb import perturb
+    from lexlm.text.render import RenderConfig, Renderer
 
-    rng = np.random.default_rng(seed)
-    rows = []
-    for t in texts:
-        rows += [("clean", t), ("10% typos", perturb(t, "typo", rng, 0.1)),
-                 ("word shuffle", perturb(t, "word_shuffle", rng))]  # fmt: skip
-    imgs = renderer.render([t for _, t in rows]).images
+    renderer = Renderer(RenderConfig(**render_cfg))
+    imgs = renderer.render([r["text"] for r in rows]).images
     patch = renderer.cfg.patch
     last = int(max(np.flatnonzero((imgs < 255).any(axis=(0, 1)))[-1] // patch + 2, 8))
     fig, axes = plt.subplots(len(rows), 1, figsize=(12, 0.55 * len(rows) + 0.4))
-    for i, (ax, (label, _)) in enumerate(zip(np.atleast_1d(axes), rows)):
+    for i, (ax, row) in enumerate(zip(np.atleast_1d(axes), rows)):
         img = imgs[i][:, : last * patch]
         ax.imshow(img, cmap="gray", vmin=0, vmax=255, aspect="equal", interpolation="nearest")
-        if label == "10% typos":
+        if "typos" in row["label"] and i > 0:
             for p in changed_patches(imgs[i - 1][:, : last * patch], img, patch):
                 ax.axvspan(p * patch - 0.5, (p + 1) * patch - 0.5, color="tab:red", alpha=0.25)
         for x in range(patch, last * patch, patch):
             ax.axvline(x - 0.5, color="tab:blue", lw=0.3)
         ax.set_yticks([])
         ax.set_xticks([])
-        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle("Rendered inputs (16 x 16 patches; red: patches the typos changed)", fontsize=9)
+        ax.set_ylabel(row["label"], rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle(
+        f"Rendered inputs ({patch} x {patch} patches; red: patches the typos changed)", fontsize=9
+    )
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
 
 
 def plot_robustness(curves: dict[str, list[dict]]) -> bytes:
@@ -171,7 +346,4 @@ def plot_robustness(curves: dict[str, list[dict]]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return _png(fig)
