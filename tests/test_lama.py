@@ -8,12 +8,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import train_helpers as th
 
 from lexlm.nn import lama as lama_lib
 from lexlm.nn import low_rank_attention as lowrank
 from lexlm.nn import pooling
 from lexlm.nn.classifier import POOLINGS, ClassifierConfig, TextClassifier
 from lexlm.nn.transformer import LMConfig, TransformerLM
+
+
+@pytest.fixture(autouse=True, scope="module")
+def fast_compile():
+    """These tiny programs compile 2-3x faster with most XLA optimisations off and compute
+    the same numbers to float rounding (``train_helpers.unoptimised_xla``)."""
+    with th.unoptimised_xla():
+        yield
 
 
 def _n_params(tree) -> int:

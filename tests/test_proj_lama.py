@@ -1,30 +1,310 @@
-"""``experiments/lama.py``: findings code on known cases, configs, the classifier on an 8-device
-mesh, and a short end-to-end run on the embedded ratings."""
+"""The lama project through the command line (killed and rerun, changed config, bad input,
+evaluation of its runs, the ``lm`` variant), and its findings code on known cases."""
+
+from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import textwrap
-from pathlib import Path
 
+import experiment_helpers as eh
 import numpy as np
 import pytest
 import train_helpers as th
 
-from experiments import lama
-from experiments import lama_report as report
-from lexlm.errors import ConfigError
+from lexlm.errors import ConfigError, DataError
 from lexlm.nn.transformer import LMConfig
+from lexlm.proj.lama import config as lama_config
+from lexlm.proj.lama import findings as fnd
+from lexlm.proj.lama import low_rank_lm, report
+from lexlm.proj.lama.evaluate import accuracy
 
-REPO = Path(__file__).resolve().parent.parent
+# The tiny variant (the embedded ratings), shrunk so that a run takes seconds: two poolings,
+# four steps, saved and evaluated every two.
+SMALL = [
+    "--config=lama:tiny",
+    "--config.models=lama,additive",
+    "--config.train.steps=4",
+    "--config.train.ckpt_every=2",
+    "--config.train.log_every=2",
+    "--config.train.batch_size=16",
+    "--config.train.warmup_steps=1",
+    "--config.model.embed=8",
+    "--config.model.hidden=8",
+    "--config.model.heads=2",
+    "--config.model.attn_hidden=8",
+    "--config.model.mlp_hidden=8",
+    "--config.text.max_len=16",
+    "--config.text.max_vocab=500",
+    "--config.examples=2",
+]
 
 
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("jax_cache")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache):
+    """One uninterrupted run of the command, in a child like every run it is compared with."""
+    wd = tmp_path_factory.mktemp("lama") / "reference"
+    out = eh.run_subprocess([*SMALL, f"--workdir={wd}"], cache)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return wd
+
+
+def ag_news_csv(path, rows: int = 60, bad_label: int | None = None):
+    """A small AG News file: ``rows`` articles of the four classes (one label replaced)."""
+    lines = [f'{1 + i % 4},"Title {i}","story {i} about topic {i % 4}"' for i in range(rows)]
+    if bad_label is not None:
+        lines[7] = f'{bad_label},"Odd","a label of no class"'
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- killed and rerun -----------------------------------------------------------------------------
+def test_killed_anywhere_and_rerun_ends_with_the_same_findings(reference, cache, tmp_path):
+    wd = tmp_path / "w"
+    # lama: killed between the save of step 2 and its evaluation (the rerun's hook owes it),
+    # inside that evaluation on the rerun (which then trains on from step 2); last in the
+    # report, after the findings were written
+    faults = ["checkpoint:1", "evaluate:2", "report:1"]
+    codes = eh.kill_chain([*SMALL, f"--workdir={wd}"], cache, faults)
+    assert codes[:-1] == [eh.KILLED] * len(faults) and codes[-1] == 0
+    assert eh.findings(wd) == eh.findings(reference)
+    for run in ("cls_lama", "cls_additive"):  # one evaluation per saved step and split
+        names = sorted(p.name.rsplit("-", 1)[0] for p in (wd / "runs" / run / "evals").iterdir())
+        assert names == ["test-2", "test-4", "validation-2", "validation-4"]
+
+
+def test_findings_report_and_figures(reference, tmp_path):
+    reference = eh.copy_workdir(reference, tmp_path / "w")
+    f = eh.findings(reference)
+    assert [r["model"] for r in f["rows"]] == ["lama", "additive"]
+    assert f["sizes"] == {"train": 8454, "validation": 1057, "test": 1057}
+    assert f["read"]["all"]["neutral"] == 37 and f["classes"] == 2 and f["vocab"] == 500
+    for r in f["rows"]:  # chosen on validation among the saved steps
+        assert [e["step"] for e in r["evaluations"]] == [2, 4]
+        assert r["validation"] == max(e["validation"] for e in r["evaluations"])
+    lama = f["attention"]["lama"]
+    assert len(lama["tokens"]) == 2 and len(lama["weights"][0]) == 2  # 2 texts, 2 heads
+    assert len(lama["weights"][0][0]) == len(lama["tokens"][0])
+    np.testing.assert_allclose(np.sum(lama["weights"][0], axis=1), 1.0, atol=1e-3)
+    provenance = json.loads((reference / "provenance.json").read_text())
+    assert set(provenance["timings"]) == {"cls_lama", "cls_additive"}
+    assert "step_s" not in json.dumps(f)  # timings are provenance, never findings
+    text = (reference / "report.md").read_text()
+    assert "| LAMA |" in text and "figures/attention_lama.png" in text
+    assert (reference / "figures" / "attention_lama.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (reference / "figures" / "attention_additive.png").exists()
+    (reference / "report.md").unlink()  # rendered again from the findings alone
+    code, _, err = eh.cli([f"--workdir={reference}"], entry="report")
+    assert code == 0, err
+    assert (reference / "report.md").read_text() == text
+
+
+# -- changed config -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "override, fields",
+    [
+        ("--config.train.lr=0.01", ["train.lr"]),
+        ("--config.text.max_vocab=400", ["text.max_vocab", "vocab.size"]),
+        ("--config.data.split_seed=1", ["data.split_seed", "vocab.sha256"]),
+    ],
+)
+def test_a_changed_field_is_refused_by_name_and_nothing_changes(reference, tmp_path, override,
+                                                                fields):  # fmt: skip
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    before = eh.tree_state(wd)
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}", override])
+    eh.assert_one_line_error(code, err, "runs/cls_lama", *fields)
+    assert eh.tree_state(wd) == before
+
+
+def test_fewer_models_reuse_their_runs(reference, tmp_path):
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    runs = {k: v for k, v in eh.tree_state(wd).items() if k.startswith("runs/")}
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}", "--config.models=additive"])
+    assert code == 0, err
+    assert eh.findings(wd)["rows"] == eh.findings(reference)["rows"][1:]
+    assert {k: v for k, v in eh.tree_state(wd).items() if k.startswith("runs/")} == runs
+
+
+def test_an_edited_data_file_is_refused_by_its_fingerprint(tmp_path):
+    """A run opened on a small AG News file (as a run killed before its first step leaves
+    it), then the file is edited: the rerun is refused by the file's fingerprint, and the
+    run's evaluation refuses to read the changed file."""
+    from lexlm.data import labelled
+    from lexlm.experiment import store
+    from lexlm.proj.lama import evaluate as lama_eval
+    from lexlm.proj.lama import run as lama_run
+
+    csv = ag_news_csv(tmp_path / "ag.csv")
+    args = ["--config=lama:ag_news", f"--config.data.files={csv}", "--config.models=additive",
+            "--config.data.holdout=(0.25,0.25)", "--config.train.batch_size=8"]  # fmt: skip
+    c = lama_config.get_config("ag_news")
+    c.models, c.data.files, c.data.holdout = "additive", (str(csv),), (0.25, 0.25)
+    c.train.batch_size = 8
+    data = labelled.read_splits(c.data)
+    assert data.classes == 4 and [len(data.splits[s]) for s in ("train", "test")] == [30, 15]
+    vocab = lama_run.build_vocab(c, data.splits["train"].texts)
+    cfg = lama_run.classifier_run_config(c, "additive", data.classes, vocab)
+    run_dir = tmp_path / "w" / "runs" / "cls_additive"
+    store.open_run(run_dir, cfg, lama_run.run_inputs(cfg))
+    assert lama_run.vocab_for(cfg, run_dir, vocab).sha256 == vocab.sha256
+    config = store.load_run_config(run_dir)
+    assert config.kind == "classifier" and config.vocab.size == vocab.size
+    assert tuple(config.data.files) == (str(csv),)  # absolute: evaluable from anywhere
+    ag_news_csv(csv, rows=64)  # the data changes under the workdir
+    before = eh.tree_state(tmp_path / "w")
+    code, _, err = eh.cli([*args, f"--workdir={tmp_path / 'w'}"])
+    eh.assert_one_line_error(code, err, "runs/cls_additive", "inputs.ag.csv#0")
+    diffs = err.split("another config (")[1].split(");")[0]
+    named = [d.split(" ")[0] for d in diffs.split(", ")]
+    assert named and all(n.startswith(("inputs.", "vocab.")) for n in named), named
+    assert eh.tree_state(tmp_path / "w") == before
+    with pytest.raises(DataError, match=r"data files changed .*inputs\.ag\.csv#0"):
+        lama_eval.check_inputs(config, run_dir)
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def sst2_files(tmp_path, empty: str | None = None) -> list[str]:
+    args = []
+    for split in ("train", "validation", "test"):
+        path = tmp_path / f"{split}.tsv"
+        rows = "" if split == empty else "".join(f"{i % 2}\tsentence {i}\n" for i in range(40))
+        path.write_text("label\tsentence\n" + rows)
+        args.append(f"--config.data.split_files.{split}={path}")
+    return args
+
+
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        (["--config.models=lama,bogus"], ["models", "bogus"]),
+        ("bad_label", ["ag.csv", "line 8", "label 5 is not an AG News class"]),
+        ("missing_split", ["data.split_files.test", "no such file"]),
+        ("empty_split", ["validation.tsv", "split 'validation' has no labelled text"]),
+        ("small_train", ["fewer than train.batch_size = 64"]),
+        (["--config.data.files=ratings.csv"], ["data.files", "vader_movies"]),
+        (["--config.text.max_lne=3"], ["did you mean --config.text.max_len"]),
+        (["--config=lama:nope"], ["unknown variant 'nope'"]),
+        (["--config.train.steps=-5"], ["train.steps"]),
+        (["--config.data.vocab_size=50"], ["data.vocab_size", "text.max_vocab"]),
+        (["--config.classes=3"], ["classes", "fixes 2"]),
+        (["--config.models=self_attention", "--config.model.heads=3"], ["model.heads"]),
+        (["--config.text.max_vocab=2"], ["text.max_vocab"]),
+        (["--config=lama:lm", "--config.qk_rank=0"], ["qk_rank"]),
+        (["--config=lama:lm", "--config.lm_base.train.steps=-1"], ["lm_base.train.steps"]),
+        (["--config=lama:lm", "--config.models=lama"], ["has no field 'models'"]),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_trace(tmp_path, case, fragments):
+    if case == "bad_label":
+        csv = ag_news_csv(tmp_path / "ag.csv", bad_label=5)
+        case = ["--config=lama:ag_news", f"--config.data.files={csv}"]
+    elif case == "missing_split":
+        case = ["--config=lama:sst2", *sst2_files(tmp_path)[:2],
+                f"--config.data.split_files.test={tmp_path / 'nope.tsv'}"]  # fmt: skip
+    elif case == "empty_split":
+        case = ["--config=lama:sst2", *sst2_files(tmp_path, empty="validation")]
+    elif case == "small_train":
+        case = ["--config=lama:sst2", *sst2_files(tmp_path), "--config.train.batch_size=64"]
+    wd = tmp_path / "fresh"
+    # another variant stands alone; an override of the small tiny run replaces its value
+    keys = {a.split("=")[0] for a in case}
+    base = [] if "--config" in keys else [a for a in SMALL if a.split("=")[0] not in keys]
+    code, _, err = eh.cli([*base, f"--workdir={wd}", *case])
+    eh.assert_one_line_error(code, err, *fragments)
+    assert not wd.exists()
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+def test_evaluate_every_run_from_its_own_config(reference, tmp_path, unoptimised_xla):
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    f = eh.findings(wd)
+    code, out, err = eh.cli([f"--workdir={wd}"], entry="evaluate")
+    assert code == 0, err
+    lines = [json.loads(x) for x in out.strip().splitlines()]
+    assert [(x["run"], x["kind"], x["step"]) for x in lines] == [
+        ("runs/cls_additive", "classifier", 4), ("runs/cls_lama", "classifier", 4)]  # fmt: skip
+    # a run dir moved elsewhere, its saved record of step 4 gone: computed again from its
+    # checkpoint and its own config and vocabulary, the same number
+    moved = shutil.copytree(wd / "runs" / "cls_lama", tmp_path / "elsewhere" / "run")
+    for p in (moved / "evals").glob("test-4-*.json"):
+        p.unlink()
+    code, out, err = eh.cli([f"--workdir={moved}", "--split=test"], entry="evaluate")
+    assert code == 0, err
+    line = json.loads(out)
+    assert (line["run"], line["examples"]) == (".", 1057)
+    assert line["accuracy"] == pytest.approx(f["rows"][0]["evaluations"][1]["test"], abs=1e-6)
+    assert len(list((moved / "evals").glob("test-4-*.json"))) == 1
+    # step 2's checkpoint was not kept (train.keep=1): its saved evaluation still answers,
+    # a split never evaluated at step 2 cannot be
+    code, out, err = eh.cli([f"--workdir={wd}", "--step=2"], entry="evaluate")
+    assert code == 0, err
+    got = json.loads(out.splitlines()[1])["accuracy"]
+    assert got == pytest.approx(f["rows"][0]["evaluations"][0]["validation"], abs=1e-6)
+    code, _, err = eh.cli([f"--workdir={wd}", "--step=2", "--split=train"], entry="evaluate")
+    eh.assert_one_line_error(code, err, "step 2")
+
+
+# -- the lm variant -------------------------------------------------------------------------------
+LM_SMALL = [
+    "--config=lama:lm",
+    "--config.qk_rank=2",
+    "--config.lm_base.train.steps=2",
+    "--config.lm_base.train.ckpt_every=2",
+    "--config.lm_base.train.log_every=1",
+    "--config.lm_base.train.batch_size=4",
+    "--config.lm_base.train.warmup_steps=1",
+    "--config.lm_base.train.progress=False",
+    "--config.lm_base.train.tensorboard=False",
+    "--config.lm_base.seq_len=16",
+    "--config.lm_base.model.width=16",
+    "--config.lm_base.model.heads=2",
+    "--config.lm_base.model.depth=1",
+    "--config.lm_base.eval.max_windows=4",
+    "--config.lm_base.eval.batch_size=4",
+]
+
+
+def test_lm_variant_builds_lm_runs_from_its_base_block(tmp_path, unoptimised_xla):
+    wd = tmp_path / "lm"
+    code, _, err = eh.cli([*LM_SMALL, f"--workdir={wd}"])
+    assert code == 0, err
+    f = eh.findings(wd)
+    rows = {r["model"]: r for r in f["rows"]}
+    assert list(rows) == list(low_rank_lm.LM_MODELS)
+    assert {r["step"] for r in rows.values()} == {2}  # the override reached every run
+    assert rows["low_rank"]["rank"] == 2 and rows["standard"]["rank"] is None
+    eq, std = rows["low_rank_equal_params"], rows["standard"]
+    assert eq["width"] > 16 and abs(eq["params"] - std["params"]) < 0.1 * std["params"]
+    for name in rows:
+        config = json.loads((wd / "runs" / f"lm_{name}" / "config.json").read_text())
+        assert config["kind"] == "lm" and config["train"]["steps"] == 2
+        assert config["model"]["attention_kind"] == ("standard" if name == "standard"
+                                                     else "low_rank")  # fmt: skip
+    assert "| low_rank_equal_params |" in (wd / "report.md").read_text()
+    code, out, err = eh.cli([f"--workdir={wd}"], entry="evaluate")
+    assert code == 0, err
+    assert [json.loads(x)["kind"] for x in out.strip().splitlines()] == ["lm"] * 3
+    before = eh.tree_state(wd)  # a changed base field is refused by its name
+    code, _, err = eh.cli([*LM_SMALL, f"--workdir={wd}", "--config.lm_base.train.lr=0.01"])
+    eh.assert_one_line_error(code, err, "runs/lm_standard", "train.lr")
+    assert eh.tree_state(wd) == before
+
+
+# -- findings code on known cases -----------------------------------------------------------------
 def test_accuracy_counts_weighted_rows_only():
     batches = [
         {"tokens": np.array([0, 1, 2, 3]), "label": np.array([0, 1, 1, 0]),
          "weight": np.array([1.0, 1, 1, 0])},
         {"tokens": np.array([4, 5]), "label": np.array([1, 1]), "weight": np.array([1.0, 0])},
     ]  # fmt: skip
-    acc, n = report.accuracy(lambda t: t % 2, batches)  # right: rows 0 and 1 of 4 real rows
+    acc, n = accuracy(lambda t: t % 2, batches)  # right: rows 0 and 1 of 4 real rows
     assert n == 4 and acc == pytest.approx(2 / 4)
 
 
@@ -34,31 +314,45 @@ def test_selection_uses_validation_only_and_prefers_the_earliest_tie():
         {"step": 20, "validation": 0.8, "test": 0.1},
         {"step": 30, "validation": 0.8, "test": 0.2},
     ]
-    assert report.select_on_dev(evals)["step"] == 20
+    assert fnd.select_on_dev(evals)["step"] == 20
     with pytest.raises(ValueError):
-        report.select_on_dev([])
+        fnd.select_on_dev([])
 
 
-def test_majority_gap_and_table():
-    assert report.majority_accuracy(np.array([1, 1, 0]), np.array([1, 0, 0, 0])) == 0.25
+def test_majority_gap_table_and_sentences():
+    assert fnd.majority_accuracy(np.array([1, 1, 0]), np.array([1, 0, 0, 0])) == 0.25
     rows = [
         {"model": "lama", "test": 0.80, "validation": 0.8, "step": 5, "attention_params": 100,
-         "params": 1000, "step_s": 0.01},
+         "params": 1000},
         {"model": "additive", "test": 0.82, "validation": 0.8, "step": 5, "attention_params": 50,
-         "params": 900, "step_s": 0.02},
-        {"model": "structured", "test": 0.75, "validation": 0.8, "step": 5,
-         "attention_params": 80, "params": 950, "step_s": 0.02},
+         "params": 900},
+        {"model": "structured", "test": 0.75, "validation": 0.85, "step": 5,
+         "attention_params": 80, "params": 950},
     ]  # fmt: skip
-    gap, base = report.lama_gap(rows)
-    assert base == "additive" and gap == pytest.approx(-2.0)
-    lines = report.table(rows, 400)
+    gap, base = fnd.lama_gap(rows)  # validation chooses structured, though additive tests higher
+    assert base == "structured" and gap == pytest.approx(5.0)
+    assert fnd.lama_gap(rows[1:]) == (None, None)
+    timings = {"timings": {"cls_lama": {"step_s": 0.01}}}
+    lines = report.table(rows, 400, timings)
     assert lines[2] == "| LAMA | 80.0 | 80.0 | 5 | 100 | 0.250 | 1,000 | 10.0 |"
+    assert lines[3].endswith("| 900 | - |")  # no timing: reused, not trained in that command
+    rows = [
+        {"model": "standard", "width": 128, "rank": None, "bits_per_char": 2.563,
+         "attention_params": 1000, "params": 4000, "flops_per_token": 100.0, "step": 600},
+        {"model": "low_rank", "width": 128, "rank": 8, "bits_per_char": 2.646,
+         "attention_params": 500, "params": 3500, "flops_per_token": 80.0, "step": 600},
+    ]  # fmt: skip
+    lm = {"task": "lm", "unit": "char", "source": "lee", "vocab_size": 90, "depth": 2,
+          "heads": 4, "seq_len": 128, "steps": 600, "batch_size": 32, "rows": rows}  # fmt: skip
+    text = report.render(lm, {}, None)
+    assert "rank 8 costs 0.083 bits/char (2.646 against 2.563) with 0.50x" in text
+    assert "and 0.80x the forward FLOPs" in text
 
 
 def test_equal_param_width_matches_the_standard_model():
     std = LMConfig(vocab_size=100, width=128, depth=2, heads=4, max_len=128)
     low = dataclasses.replace(std, attention_kind="low_rank", qk_rank=8)
-    width = lama.equal_param_width(std, low)
+    width = low_rank_lm.equal_param_width(std, low)
     assert width > 128 and width % 4 == 0
     wide = dataclasses.replace(low, width=width, qk_rank=round(8 * width / 128))
     step = dataclasses.replace(low, width=width + 4, qk_rank=round(8 * (width + 4) / 128))
@@ -68,24 +362,22 @@ def test_equal_param_width_matches_the_standard_model():
     assert abs(wide.param_count() - std.param_count()) / std.param_count() < 0.02
 
 
-def test_configs_and_bad_model_names():
-    for arg in ("tiny", "sst2", "ag_news", "lm"):
-        c = lama.get_config(arg)
-        assert c.kind == ("lm" if arg == "lm" else "classify")
-    c = lama.get_config("tiny")
-    c.models = "lama,bogus"
-    with pytest.raises(ConfigError, match="models"):
-        lama.model_names(c)
-    c = lama.get_config("sst2")  # no files given
-    with pytest.raises(ConfigError, match=r"data\.files\.train"):
-        lama.run(c, "/nonexistent/out")
-    variants = lama.lm_variants(lama.get_config("lm"))
-    assert variants["low_rank"] == {"attention_kind": "low_rank", "qk_rank": 8}
+def test_variants():
+    for arg in lama_config.VARIANTS:
+        c = lama_config.get_config(arg)
+        assert c.project == "lama" and c.task == ("lm" if arg == "lm" else "classify")
+    assert lama_config.get_config("sst2").data.format == "sst2"
+    with pytest.raises(ConfigError, match="unknown variant 'x' of lama"):
+        lama_config.get_config("x")
+    configs = low_rank_lm.base_run_configs(lama_config.get_config("lm"))
+    assert configs["low_rank"].model.qk_rank == 8 and configs["low_rank"].kind == "lm"
 
 
 MESH_SCRIPT = textwrap.dedent(
     """
     import json, sys
+    import jax
+    jax.config.update("jax_disable_most_optimizations", True)  # compiles 2-3x faster
     import numpy as np
     from lexlm.data.labelled import ClassBatches, Encoded
     from lexlm.nn.classifier import ClassifierConfig
@@ -117,54 +409,7 @@ def test_classifier_trains_under_jit_on_an_8_device_mesh(tmp_path):
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
-def test_tiny_run_end_to_end_and_reuse(tmp_path):
-    c = lama.get_config("tiny")
-    c.models = "lama"
-    c.model.update(embed=16, hidden=8, heads=2, attn_hidden=8, mlp_hidden=16)
-    c.train.update(steps=10, ckpt_every=5, log_every=5)
-    c.examples = 2
-    f = lama.run(c, tmp_path)
-    assert [r["model"] for r in f["rows"]] == ["lama"]
-    for r in f["rows"]:
-        assert r["step"] in (5, 10) and 0.0 <= r["test"] <= 1.0
-    assert f["read"]["all"]["neutral"] == 37
-    assert sum(f["sizes"].values()) == 10605 - 37
-    assert (tmp_path / "attention_lama.png").read_bytes()[:4] == b"\x89PNG"
-    evals = (tmp_path / "runs" / "cls_lama" / "evals.jsonl").read_text().splitlines()
-    assert [json.loads(e)["step"] for e in evals] == [5, 10]
-    text = lama.report_section(f)
-    assert "| LAMA |" in text and "attention_lama.png" in text
-    again = lama.run(c, tmp_path)  # finished runs are not retrained
-    assert again["rows"][0]["test"] == f["rows"][0]["test"]  # the same evaluation, read back
-    assert len((tmp_path / "runs" / "cls_lama" / "evals.jsonl").read_text().splitlines()) == 2
-
-
-def test_tfds_source_offline_and_hidden_labels_are_refused(tmp_path):
-    import tensorflow_datasets as tfds
-
-    from experiments.lama_data import load_splits
-
-    c = lama.get_config("ag_news").data
-    c.update(source="tfds", tfds_name="ag_news_subset", data_dir=str(tmp_path))
-    c.text_keys = ("title", "description")
-    c.tfds_splits = {"train": "train", "validation": "test", "test": "test"}
-    with tfds.testing.mock_data(num_examples=7, policy=tfds.testing.MockPolicy.USE_CODE):
-        splits, _ = load_splits(c)
-    assert {k: len(v) for k, v in splits.items()} == {"train": 7, "validation": 7, "test": 7}
-    assert set(splits["train"].labels.tolist()) <= {0, 1, 2, 3}
-
-    def hidden(self, split, **kwargs):  # like glue/sst2's test split: label -1
-        del self, kwargs
-        label = -1 if split == "test" else 1
-        return [{"title": b"Oil", "description": b"prices \xffrose", "label": label}]
-
-    c.tfds_splits = {"train": "train", "validation": "train", "test": "test"}
-    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=hidden):
-        with pytest.raises(ConfigError, match=r"^data\.tfds_splits\.test: .*unlabelled"):
-            load_splits(c)
-
-
-def test_structured_loss_adds_its_penalty():
+def test_structured_loss_adds_its_penalty(unoptimised_xla):
     import jax
     import jax.numpy as jnp
 
@@ -178,8 +423,8 @@ def test_structured_loss_adds_its_penalty():
     params = with_pen.init(jax.random.key(0))
     batch = {"tokens": jnp.array([[2, 3, 0], [4, 5, 6]]), "label": jnp.array([0, 1]),
              "weight": jnp.array([1.0, 1.0])}  # fmt: skip
-    loss1, m1 = jax.jit(with_pen.loss)(params, batch, jax.random.key(1))
-    loss0, m0 = jax.jit(without.loss)(params, batch, jax.random.key(1))
+    both = jax.jit(lambda p, b, k: (with_pen.loss(p, b, k), without.loss(p, b, k)))
+    (loss1, m1), (loss0, m0) = both(params, batch, jax.random.key(1))  # one compile
     assert "penalty" in m1 and "penalty" not in m0
     assert float(loss1 - loss0) == pytest.approx(float(m1["penalty"]), rel=1e-5)
     assert float(m1["penalty"]) > 0

@@ -1,26 +1,32 @@
-"""Labelled text for classification: readers, a fixed-seed split, a word vocabulary, batches.
+"""Labelled text for classification: readers for the one data schema, a fixed-seed split, a
+word vocabulary, batches.
 
-Sources (``data.source`` of a classification config, ``experiments/lama.py``):
+``read_splits(data_cfg)`` reads train / validation / test from a standard ``data`` block
+(``lexlm.data.config``) and says how many classes there are:
 
-* ``'vader'`` (the embedded default): the movie-review snippets of Hutto & Gilbert (ICWSM
-  2014), 10,605 sentences, each with the mean of 10 human sentiment ratings in [-4, 4]. They
-  ship in the ``vaderSentiment==3.3.2`` source archive (MIT licence), which the README's setup
-  commands fetch from the package registry (``pip download``) into ``.venv/lexlm-data``;
-  the archive and the inner tarball are checked against their SHA-256. Label 1 if the mean
-  rating is > 0, 0 if < 0; the 37 sentences rated exactly 0 are dropped and counted.
-* ``'sst2'``: ``label<TAB>sentence`` files (``train.tsv``, ``dev.tsv``, ``test.tsv``), a
-  header line ``label<TAB>sentence`` or ``sentence<TAB>label`` allowed.
-* ``'ag_news'``: ``label,title,description`` CSV, labels 1-based (1 World .. 4 Sci/Tech);
-  text = title + " " + description, label - 1.
-* ``'tfds'``: any TFDS classification set read with ``tfds.data_source`` (no TensorFlow):
-  ``data.text_keys`` are joined by a space (``('sentence',)`` for ``glue/sst2``,
-  ``('title', 'description')`` for ``ag_news_subset``), ``data.label_key`` holds the label.
+* ``source='vader_movies'`` (embedded): the movie-review snippets of Hutto & Gilbert (ICWSM
+  2014), each with the mean of human sentiment ratings in [-4, 4]. They ship in the
+  ``vaderSentiment==3.3.2`` source archive (MIT licence), which the setup commands fetch from
+  the package registry (``pip download``) into ``.venv/lexlm-data`` (or a folder named by
+  $LEXLM_VADER_DIR); the archive and the inner tarball are checked against their SHA-256.
+  Label 1 if the mean rating is > 0, 0 if < 0; sentences rated exactly 0 are dropped and
+  counted. Two classes.
+* ``source='files'``, ``format='sst2'``: ``label<TAB>sentence`` files (a header line
+  ``label<TAB>sentence`` or ``sentence<TAB>label`` allowed), labels 0 / 1: two classes.
+* ``source='files'``, ``format='ag_news'``: ``label,title,description`` CSV, labels 1-based
+  (1 World .. 4 Sci/Tech): four classes; text = title + " " + description, label - 1.
+* ``source='tfds'``: any TFDS classification set, read with ``tfds.data_source`` (no
+  TensorFlow): ``data.splits`` are TFDS split strings (``'train[:95%]'``), the fields named in
+  ``data.text_key`` (comma-separated) are joined by a space, ``data.label_key`` holds the
+  label; the class count is the label feature's, or ``classes`` where it has none.
 
-A source with a single labelled file (vader, an AG News test.csv) is split train/dev/test by
-``fixed_split`` (a seeded permutation, fractions ``data.holdout``); splits that exist are used
-as they are. Bad input never vanishes silently: undecodable bytes are replaced (U+FFFD) and
-counted, empty texts and unparsable lines are dropped and counted (``ReadStats``), and texts
-longer than ``max_len`` tokens are truncated and counted (``encode_texts``).
+Files are named per split (``data.split_files.{train,validation,test}``) or as one file
+(``data.files``) that ``fixed_split`` cuts by ``data.holdout`` with ``data.split_seed``, as
+the embedded set is. Bad input is never silently kept or dropped: undecodable bytes are
+replaced (U+FFFD) and counted; empty texts and lines without a label and a text are dropped
+and counted (``ReadStats``); texts longer than ``max_len`` tokens are truncated and counted
+(``encode_texts``). A label outside the format's classes, hidden labels (TFDS marks them -1)
+and an empty split are one-line ``DataError``s naming the file or split.
 """
 
 from __future__ import annotations
@@ -34,14 +40,24 @@ import re
 import tarfile
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from etils import epath
 from jaxtyping import Int, Int32
 
-from lexlm.data.config import check_holdout
+from lexlm.data.config import (
+    SPLITS,
+    as_list,
+    check_holdout,
+    field,
+    split_file,
+    split_names,
+    text_keys,
+)
 from lexlm.data.word_windows import rank_by_count
-from lexlm.errors import ConfigError
+from lexlm.errors import ConfigError, DataError
+from lexlm.paths import write_text
 
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 VADER_SDIST_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
@@ -51,6 +67,8 @@ VADER_MOVIES = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 VADER_FETCH = (
     "python -m pip download --no-deps --no-binary :all: vaderSentiment==3.3.2 -d .venv/lexlm-data"
 )
+# classes each reader's labels come in (TFDS: the dataset's label feature)
+CLASSES = {"vader_movies": 2, "sst2": 2, "ag_news": 4}
 PAD, UNK = 0, 1
 TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
@@ -76,6 +94,16 @@ class Labelled:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelledSplits:
+    """What ``read_splits`` read: the three splits, what reading dropped or replaced (per
+    split, or ``'all'`` for one file split here), and the number of classes."""
+
+    splits: dict[str, Labelled]
+    stats: dict[str, ReadStats]
+    classes: int
 
 
 def decode_counted(raw: bytes, stats) -> str:
@@ -105,11 +133,17 @@ def finish_pairs(pairs: list[tuple[str, int]], stats: ReadStats) -> tuple[Labell
     return Labelled(texts, np.asarray([lab for _, lab in kept], np.int32)), stats
 
 
-def parse_sst2(data: bytes) -> tuple[Labelled, ReadStats]:
+def _integer(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if re.fullmatch(r"[+-]?\d+", text) else None
+
+
+def parse_sst2(data: bytes, name: str = "sst2 file") -> tuple[Labelled, ReadStats]:
     """``label<TAB>sentence`` lines (or ``sentence<TAB>label``, told by a header or by which
-    field is 0/1)."""
+    field is the integer). A label other than 0 / 1 is a ``DataError`` naming ``name`` and
+    the line."""
     stats, pairs = ReadStats(), []
-    for line in _lines(data, stats):
+    for number, line in enumerate(_lines(data, stats), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -119,26 +153,35 @@ def parse_sst2(data: bytes) -> tuple[Labelled, ReadStats]:
         a, b = fields
         if {a.strip().lower(), b.strip().lower()} & {"label", "sentence"}:
             continue  # header
-        if a.strip() in ("0", "1"):
-            pairs.append((b, int(a)))
-        elif b.strip() in ("0", "1"):
-            pairs.append((a, int(b)))
-        else:
+        first, second = _integer(a), _integer(b)
+        label, text = (first, b) if first is not None else (second, a)
+        if label is None:
             stats.unparsable += 1
+            continue
+        if label not in (0, 1):
+            raise DataError(f"{name}: line {number}: label {label} is not an SST-2 class (0, 1)")
+        pairs.append((text, label))
     return finish_pairs(pairs, stats)
 
 
-def parse_ag_news(data: bytes) -> tuple[Labelled, ReadStats]:
-    """``label,title,description`` CSV with 1-based labels; label - 1, title + " " + text."""
+def parse_ag_news(data: bytes, name: str = "ag_news file") -> tuple[Labelled, ReadStats]:
+    """``label,title,description`` CSV with 1-based labels; label - 1, title + " " + text. A
+    label outside 1..4 is a ``DataError`` naming ``name`` and the line."""
     stats, pairs = ReadStats(), []
     text = "\n".join(_lines(data, stats))
-    for row in csv.reader(io.StringIO(text)):
+    reader = csv.reader(io.StringIO(text))
+    for row in reader:
         if not row or row[0].strip().lower() == "label":  # blank line or header
             continue
-        if len(row) < 2 or not row[0].strip().isdigit() or int(row[0]) < 1:
+        label = _integer(row[0])
+        if len(row) < 2 or label is None:
             stats.unparsable += 1
             continue
-        pairs.append((" ".join(row[1:]).replace("\\", " "), int(row[0]) - 1))
+        if not 1 <= label <= CLASSES["ag_news"]:
+            raise DataError(
+                f"{name}: line {reader.line_num}: label {label} is not an AG News class (1-4)"
+            )
+        pairs.append((" ".join(row[1:]).replace("\\", " "), label - 1))
     return finish_pairs(pairs, stats)
 
 
@@ -166,33 +209,33 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def vader_archive(archive_dir: str = "") -> epath.Path:
-    """The vaderSentiment source archive: ``archive_dir``, else $LEXLM_VADER_DIR, else
+def vader_archive(folder: str = "") -> epath.Path:
+    """The vaderSentiment source archive: in ``folder`` if given, else $LEXLM_VADER_DIR, else
     ``.venv/lexlm-data`` under the working directory or the repository."""
     repo = epath.Path(__file__).parent.parent.parent
-    candidates = [archive_dir, os.environ.get("LEXLM_VADER_DIR", "")]
+    candidates = [folder, os.environ.get("LEXLM_VADER_DIR", "")]
     candidates += [os.path.join(".venv", "lexlm-data"), os.fspath(repo / ".venv" / "lexlm-data")]
-    for folder in filter(None, candidates):
-        path = epath.Path(folder) / VADER_SDIST
+    for candidate in filter(None, candidates):
+        path = epath.Path(candidate) / VADER_SDIST
         if path.exists():
             return path
-    raise ConfigError(
-        "data.archive_dir",
-        f"{VADER_SDIST} not found (looked in {[c for c in candidates if c]}); fetch it with: "
-        f"{VADER_FETCH}",
+    raise DataError(
+        f"data.source='vader_movies': {VADER_SDIST} not found (looked in "
+        f"{[c for c in candidates if c]}); fetch it with: {VADER_FETCH} (or set LEXLM_VADER_DIR)"
     )
 
 
-def read_vader_movies(archive_dir: str = "") -> tuple[Labelled, ReadStats]:
-    """The movie-review snippets from the checksum-checked vaderSentiment archive."""
-    path = vader_archive(archive_dir)
+def read_vader_movies(folder: str = "") -> tuple[Labelled, ReadStats]:
+    """The movie-review snippets from the checksum-checked vaderSentiment archive
+    (``vader_archive(folder)`` finds it)."""
+    path = vader_archive(folder)
     outer = path.read_bytes()
     if _sha256(outer) != VADER_SDIST_SHA256:
-        raise ConfigError("data.archive_dir", f"{path}: SHA-256 mismatch (corrupt download?)")
+        raise DataError(f"data.source='vader_movies': {path}: SHA-256 mismatch (corrupt download?)")
     with tarfile.open(fileobj=io.BytesIO(outer)) as tar:
         inner = tar.extractfile(VADER_INNER).read()
     if _sha256(inner) != VADER_INNER_SHA256:
-        raise ConfigError("data.archive_dir", f"{path}: {VADER_INNER} has the wrong SHA-256")
+        raise DataError(f"data.source='vader_movies': {path}: {VADER_INNER} has the wrong SHA-256")
     with tarfile.open(fileobj=io.BytesIO(inner)) as tar:
         return parse_vader_ratings(tar.extractfile(VADER_MOVIES).read())
 
@@ -212,6 +255,139 @@ def fixed_split(data: Labelled, holdout: Sequence[float], seed: int) -> dict[str
         name: Labelled(tuple(data.texts[i] for i in idx), data.labels[idx])
         for name, idx in parts.items()
     }
+
+
+# -- the data block -> three labelled splits -----------------------------------------------------
+PARSERS = {"sst2": parse_sst2, "ag_news": parse_ag_news}
+
+
+def format_classes(data_cfg: Any) -> int | None:
+    """The class count the source or format fixes (None for TFDS: the dataset says)."""
+    source = field(data_cfg, "source")
+    if source == "files":
+        return CLASSES.get(field(data_cfg, "format"))
+    return CLASSES.get(source)
+
+
+def _read_file(path: str, fmt: str, where: str) -> tuple[Labelled, ReadStats]:
+    with open(path, "rb") as f:
+        data = f.read()
+    return PARSERS[fmt](data, f"{path} ({where})")
+
+
+def _tfds_classes(builder, label_key: str, classes: int) -> int:
+    if classes:
+        return classes
+    features = getattr(builder.info, "features", None)
+    feature = features[label_key] if features is not None and label_key in features else None
+    count = getattr(feature, "num_classes", None)
+    if not count:
+        raise ConfigError(
+            "classes",
+            f"{builder.name}'s {label_key!r} feature has no class count; give --config.classes",
+        )
+    return int(count)
+
+
+def _read_tfds(data_cfg: Any, classes: int) -> LabelledSplits:
+    from lexlm.data.sources import prepared_builder
+
+    builder = prepared_builder(data_cfg)
+    label_key = str(field(data_cfg, "label_key"))
+    keys = text_keys(data_cfg)
+    n = _tfds_classes(builder, label_key, classes)
+    known = dict(getattr(builder.info, "splits", {}) or {})
+    splits, stats = {}, {}
+    for split, name in split_names(data_cfg).items():
+        if split not in SPLITS:
+            continue
+        where = f"data.splits.{split}={name!r} of {builder.name}"
+        if known and name.split("[")[0] not in known:
+            raise ConfigError(f"data.splits.{split}", f"{builder.name} has no split {name!r}")
+        pairs, st = [], ReadStats()
+        for record in builder.as_data_source(split=name):
+            parts = []
+            for key in (*keys, label_key):
+                if key not in record:
+                    field_name = "data.label_key" if key == label_key else "data.text_key"
+                    raise ConfigError(field_name, f"{builder.name} has no field {key!r}")
+            for key in keys:
+                value = record[key]
+                parts.append(decode_counted(value, st) if isinstance(value, bytes) else str(value))
+            label = int(record[label_key])
+            if label == -1:
+                raise DataError(
+                    f"{where}: its labels are hidden (-1); point data.splits.{split} at a "
+                    "labelled split"
+                )
+            if not 0 <= label < n:
+                raise DataError(f"{where}: label {label} is outside the {n} classes")
+            pairs.append((" ".join(parts), label))
+        splits[split], stats[split] = finish_pairs(pairs, st)
+    return LabelledSplits(splits, stats, n)
+
+
+def _read_unsplit(data_cfg: Any) -> tuple[Labelled, ReadStats]:
+    if field(data_cfg, "source") == "vader_movies":
+        return read_vader_movies()
+    names = as_list(field(data_cfg, "files"))
+    if len(names) != 1:
+        raise ConfigError("data.files", f"needs one labelled file (or split_files), got {names}")
+    path = os.path.abspath(os.path.expanduser(names[0]))
+    if not os.path.isfile(path):
+        raise ConfigError("data.files", f"no such file: {names[0]}")
+    return _read_file(path, field(data_cfg, "format"), "data.files")
+
+
+def read_splits(data_cfg: Any, classes: int = 0) -> LabelledSplits:
+    """train / validation / test of a ``data`` block (sources and formats: the module
+    docstring). ``classes``: the class count where the data does not fix one (TFDS without a
+    class feature); elsewhere 0 or the format's own. Every split must hold a labelled text."""
+    source = field(data_cfg, "source")
+    if source == "tfds":
+        out = _read_tfds(data_cfg, int(classes))
+    else:
+        n = format_classes(data_cfg)
+        if n is None:
+            raise ConfigError(
+                "data.format" if source == "files" else "data.source",
+                f"{field(data_cfg, 'format') if source == 'files' else source!r} is not "
+                f"labelled text; labelled sources: vader_movies, files with format "
+                "sst2 / ag_news, tfds",
+            )
+        if classes and int(classes) != n:
+            raise ConfigError("classes", f"the data has {n} classes, got {classes}")
+        per_split = {s: f for s, f in dict(field(data_cfg, "split_files")).items() if f}
+        if source == "files" and per_split:
+            read = {
+                s: _read_file(split_file(data_cfg, s), field(data_cfg, "format"),
+                              f"data.split_files.{s}")
+                for s in SPLITS
+            }  # fmt: skip
+            out = LabelledSplits({s: r[0] for s, r in read.items()},
+                                 {s: r[1] for s, r in read.items()}, n)  # fmt: skip
+        else:
+            data, stats = _read_unsplit(data_cfg)
+            seed = int(field(data_cfg, "split_seed"))
+            out = LabelledSplits(fixed_split(data, field(data_cfg, "holdout"), seed),
+                                 {"all": stats}, n)  # fmt: skip
+    for name in SPLITS:
+        if not len(out.splits[name]):
+            where = _split_origin(data_cfg, name)
+            raise DataError(f"{where}: split {name!r} has no labelled text")
+    return out
+
+
+def _split_origin(data_cfg: Any, split: str) -> str:
+    source = field(data_cfg, "source")
+    if source == "tfds":
+        name = split_names(data_cfg)[split]
+        return f"data.splits.{split}={name!r} of {field(data_cfg, 'tfds_name')}"
+    per_split = dict(field(data_cfg, "split_files")).get(split)
+    if source == "files" and per_split:
+        return f"{per_split} (data.split_files.{split})"
+    origin = ", ".join(as_list(field(data_cfg, "files"))) or f"data.source={source!r}"
+    return f"{origin} cut by data.holdout"
 
 
 def word_tokens(text: str) -> list[str]:
@@ -240,8 +416,16 @@ class ClassVocab:
     def encode(self, text: str) -> list[int]:
         return [self.index.get(w, UNK) for w in word_tokens(text)]
 
+    @property
+    def sha256(self) -> str:
+        """A hash of the word-to-id map (the file ``save`` writes)."""
+        return _sha256(self.text().encode("utf-8"))
+
+    def text(self) -> str:
+        return "".join(w + "\n" for w in self.words)
+
     def save(self, directory) -> None:
-        (epath.Path(directory) / "vocab.txt").write_text("\n".join(self.words) + "\n")
+        write_text(epath.Path(directory) / "vocab.txt", self.text())
 
     @classmethod
     def load(cls, directory) -> ClassVocab:
@@ -281,19 +465,31 @@ def shuffled_batch(n: int, batch_size: int, seed: int, step: int) -> np.ndarray:
 
 class ClassBatches:
     """Endless shuffled training batches: epoch e is ``default_rng([seed, e])``'s permutation;
-    the state is the number of batches drawn, so a resumed run sees the same stream."""
+    the state is the number of batches drawn, so a resumed run sees the same stream.
 
-    def __init__(self, enc: Encoded, batch_size: int, seed: int = 0):
+    ``batch_size`` is the global batch; with ``hosts=(index, count)`` this process yields
+    its contiguous ``batch_size // count`` rows of every global batch."""
+
+    def __init__(
+        self, enc: Encoded, batch_size: int, seed: int = 0, hosts: tuple[int, int] = (0, 1)
+    ):
         if len(enc.labels) < batch_size:
-            raise ValueError(f"training split has {len(enc.labels)} texts < batch {batch_size}")
+            raise DataError(
+                f"the training split has {len(enc.labels)} texts, fewer than train.batch_size "
+                f"= {batch_size}"
+            )
         self.enc, self.batch_size, self.seed, self.step = enc, batch_size, seed, 0
         self.per_epoch = len(enc.labels) // batch_size
+        index, count = hosts
+        per_host = batch_size // count
+        self.rows = slice(index * per_host, (index + 1) * per_host)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
         idx = shuffled_batch(len(self.enc.labels), self.batch_size, self.seed, self.step)
+        idx = idx[self.rows]
         self.step += 1
         return {
             "tokens": self.enc.tokens[idx],

@@ -15,8 +15,8 @@ the m heads, and per head a softmax over the tokens that the mask keeps:
     f_t = tanh(P^T c * Q^T u_t) / ||tanh(P^T c * Q^T u_t)||_2      [m]
     A_j = softmax_t(f_{t,j})  over kept tokens                      [m, T]
 
-Decisions where the paper (only its Fig. 1 is recoverable; ../shared papers notes, section 1)
-is unclear; each is a field here and tested:
+Decisions where the paper is unclear (only its Fig. 1 is recoverable; the paper notes on
+LAMA say what can be read from it); each is a field here and tested:
 
 * ``key_mlp=True``: u_t = tanh(W h_t + b), the HAN-style per-token MLP that Fig. 1 draws;
   ``False`` scores the states themselves (as the third-party PyTorch code does).

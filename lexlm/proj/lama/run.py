@@ -1,367 +1,327 @@
-"""LAMA (Mehta et al., 2019): attention-pooling text classifiers, and low-rank attention in the
-Transformer LM.
+"""The ``classifier`` run kind (one text classifier trained from a config) and the lama
+project's run.
 
-    python -m experiments.lama --config experiments/lama.py:tiny --out results/lama
-    python -m experiments.lama --config experiments/lama.py:sst2 --out results/lama_sst2 \\
-        --config.data.files.train=../shared/data/sst2/train.tsv \\
-        --config.data.files.validation=../shared/data/sst2/dev.tsv \\
-        --config.data.files.test=../shared/data/sst2/test.tsv
-    python -m experiments.lama --config experiments/lama.py:ag_news --out results/lama_ag \\
-        --config.data.files.train=../shared/data/ag_news/test.csv
-    python -m experiments.lama --config experiments/lama.py:lm --out results/lama_lm
+A classifier run directory holds ``identity.json`` and ``config.json``
+(``lexlm.experiment.store``; the config records the data block with absolute paths, the
+resolved class count and the vocabulary's size and SHA-256), ``vocab/`` (the word vocabulary,
+an identity-checked artifact built from the training split), ``checkpoints/``,
+``metrics.jsonl`` and ``evals/`` (accuracy on validation and test at every saved step). So a
+run is evaluable from its own folder (``python -m lexlm.evaluate --workdir <run dir>``), and
+a changed data file, class count or vocabulary is refused by name, never loaded into old
+checkpoints.
 
-Classification configs (``tiny``, ``sst2``, ``ag_news``): embeddings -> BiGRU -> pooling ->
-MLP (``lexlm.nn.classifier``), one run per pooling in ``models`` with the same data, sizes,
-steps and optimiser. Every ``train.ckpt_every`` steps the run is evaluated on validation and
-test (``evals.jsonl``); the report takes each model's step with the best validation accuracy
-and gives its test accuracy (test never chooses). Data (``lama_data``): ``tiny`` reads the
-embedded movie-review snippets with human sentiment ratings (``lexlm.data.labelled``);
-``sst2`` reads label<TAB>sentence files, or ``--config.data.source=tfds
---config.data.tfds_name=glue/sst2`` where the TFDS install registers it (its test labels are
-hidden, label -1, which is refused: point ``tfds_splits.test`` at a labelled split);
-``ag_news`` splits one labelled CSV by a fixed seed, or reads ``ag_news_subset`` from TFDS
-(``text_keys=('title', 'description')``).
-
-``lm``: character LMs on the embedded corpus (``experiments/lm.py:tiny``'s data, sizes and
-steps) with standard attention, low-rank attention at the same width (equal steps), and
-low-rank attention widened to the standard model's parameter count (equal parameters); test
-bits per character, attention and total parameters, counted forward FLOPs per token.
+``run(c, wd)``: for the classification variants one run per pooling, ``W/runs/cls_<pooling>``;
+for ``lm`` the three LMs of ``lexlm.proj.lama.low_rank_lm``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
+import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from experiments import lama_report as report
-from experiments.lama_data import default_data_config, load_splits
-from lexlm.errors import ConfigError
+from lexlm.errors import ConfigError, DataError, StaleResultError, TrainingError
+from lexlm.experiment import checks, store
+from lexlm.experiment import identity as ident
 from lexlm.paths import as_path
-from lexlm.train import default_train_config
+from lexlm.proj.lama.config import POOLINGS, TASKS
 
-MODELS = ("lama", "lama_ctx", "additive", "structured", "self_attention")
+# Data fields that a word-level classifier does not read: set, they would be silently ignored.
+UNUSED_DATA_FIELDS = ("unit", "vocab_size", "chunk_chars", "doc_split", "heading_pattern")
+ATTENTION_MODELS = ("lama", "lama_ctx", "structured")  # poolings with per-head token weights
+VOCAB_DIR = "vocab"
 
 
-def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
-    arg = arg or "tiny"
-    c = ml_collections.ConfigDict()
-    c.experiment = "lama"
-    c.kind = "lm" if arg == "lm" else "classify"
-    c.data = default_data_config()
-    c.models = ",".join(MODELS)
-    c.model = ml_collections.ConfigDict(
-        dict(embed=100, hidden=50, heads=8, attn_hidden=64, key_mlp=True, mlp_hidden=128,
-             dropout=0.2, penalty=1.0)
-    )  # fmt: skip
-    c.train = default_train_config()
-    c.train.update(batch_size=64, lr=2e-3, warmup_steps=50, log_every=50, tensorboard=False)
-    c.train.update(progress=False)
-    c.eval_batch = 256
-    c.examples = 3  # sentences in the attention figure
-    c.lm = ml_collections.ConfigDict(dict(qk_rank=8, steps=0))
-    if arg == "tiny":
-        c.data.max_len = 48
-        c.model.update(embed=48, hidden=32, heads=4, attn_hidden=32, mlp_hidden=64)
-        c.train.update(steps=120, ckpt_every=40, keep=1)
-    elif arg == "sst2":
-        c.data.source = "sst2"
-        c.data.max_len = 64
-        c.model.update(embed=128, hidden=64, heads=8, attn_hidden=64, mlp_hidden=128)
-        c.train.update(steps=3000, ckpt_every=500, keep=1)
-    elif arg == "ag_news":
-        c.data.source = "ag_news"
-        c.data.max_len = 96
-        c.model.update(embed=128, hidden=64, heads=8, attn_hidden=64, mlp_hidden=128)
-        c.train.update(steps=1500, ckpt_every=250, keep=1)
-    elif arg == "lm":
-        c.lm.steps = 600  # experiments/lm.py:tiny's
+# -- validation ---------------------------------------------------------------------------------
+def validate_experiment(c) -> None:
+    task = c.get("task")
+    if task not in TASKS:
+        raise ConfigError("task", f"unknown {task!r}; tasks: {', '.join(TASKS)}")
+    if task == "lm":
+        from lexlm.proj.lama.low_rank_lm import validate_lm
+
+        validate_lm(c)
     else:
-        raise ValueError(f"experiments/lama.py: unknown config {arg!r}")
-    return c
+        validate_classify(c)
 
 
-def model_names(c) -> list[str]:
-    from experiments.cli import parse_names
-
-    return parse_names(c.models, MODELS, "models")
-
-
-def classifier_config(c, vocab_size: int, classes: int, pooling: str):
+def model_config(model, pooling: str, vocab_size: int, classes: int):
+    """The ``ClassifierConfig`` of a ``model`` block; a bad field is a one-line ConfigError."""
     from lexlm.nn.classifier import ClassifierConfig
 
+    fields = {k: v for k, v in dict(model).items() if k != "pooling"}
     try:
-        return ClassifierConfig(vocab_size=vocab_size, classes=classes, pooling=pooling,
-                                **c.model.to_dict())  # fmt: skip
-    except (TypeError, ValueError) as e:
+        return ClassifierConfig(vocab_size=vocab_size, classes=classes, pooling=pooling, **fields)
+    except TypeError as e:
         raise ConfigError("model", str(e)) from None
+    except ValueError as e:
+        name, _, message = str(e).partition(": ")
+        raise ConfigError(name if name.startswith("model.") else "model", message) from None
 
 
-# -- classification --------------------------------------------------------------------------
-def _predict_fn(model):
-    @jax.jit
-    def predict(params, tokens):
-        logits, _ = model.apply({"params": params}, tokens)
-        return jnp.argmax(logits, axis=-1)
+def validate_text(text) -> None:
+    checks.integer(text.max_len, "text.max_len", 1)
+    checks.integer(text.min_count, "text.min_count", 1)
+    cap = checks.integer(text.max_vocab, "text.max_vocab", 0)
+    if 0 < cap < 3:
+        raise ConfigError("text.max_vocab", f"must be 0 (no cap) or >= 3 (padding, unknown and a "
+                                            f"word), got {cap}")  # fmt: skip
 
-    return predict
+
+def validate_classify(c) -> None:
+    from lexlm.data import labelled
+    from lexlm.data.config import default_data_config, field, validate_data_config
+    from lexlm.train import validate_train_config
+
+    names = checks.names(c.models, POOLINGS, "models")
+    validate_data_config(
+        c.data, sources=("vader_movies", "files", "tfds"), formats=("sst2", "ag_news"), units=None
+    )
+    defaults = default_data_config()
+    for name in UNUSED_DATA_FIELDS:
+        if field(c.data, name) != defaults[name]:
+            raise ConfigError(
+                f"data.{name}", "is not read by lama: its words come from text.max_len, "
+                "text.min_count and text.max_vocab"
+            )  # fmt: skip
+    validate_text(c.text)
+    classes = checks.integer(c.classes, "classes", 0)
+    fixed = labelled.format_classes(c.data)
+    if classes == 1:
+        raise ConfigError("classes", "needs at least 2 classes (or 0: from the data)")
+    if classes and fixed is not None and classes != fixed:
+        raise ConfigError("classes", f"the data fixes {fixed} classes; leave it 0, got {classes}")
+    if checks.number(c.model.penalty, "model.penalty") < 0:
+        raise ConfigError("model.penalty", f"must be >= 0, got {c.model.penalty}")
+    for pooling in names:
+        model_config(c.model, pooling, max(3, int(c.text.max_vocab)), max(2, classes or 2))
+    validate_train_config(c.train)
+    checks.integer(c.eval.batch_size, "eval.batch_size", 1)
+    checks.integer(c.examples, "examples", 0)
 
 
-def train_model(c, name: str, enc: dict, vocab_size: int, classes: int, workdir) -> dict:
-    """Trains (or resumes) one pooling's classifier; evaluates validation and test at every
-    checkpoint into ``evals.jsonl``. Returns the selected evaluation with sizes and timing."""
-    from lexlm.data.labelled import ClassBatches, eval_batches
-    from lexlm.nn.classifier import TextClassifier
+# -- the classifier run kind ----------------------------------------------------------------------
+def absolute_data(data) -> ml_collections.ConfigDict:
+    """The data block with its local file names made absolute, so a run's config names the
+    files it read whatever the directory it is evaluated from."""
+    from lexlm.data.config import as_list
+
+    d = ml_collections.ConfigDict(data.to_dict())
+    if d.source == "files":
+        d.files = tuple(os.path.abspath(os.path.expanduser(f)) for f in as_list(d.files))
+        for split, name in dict(d.split_files).items():
+            if name:
+                d.split_files[split] = os.path.abspath(os.path.expanduser(name))
+    return d
+
+
+def classifier_run_config(c, pooling: str, classes: int, vocab) -> ml_collections.ConfigDict:
+    """One classifier run: the experiment's data, text, model, train and eval fields, the
+    pooling, the resolved class count and the vocabulary's identity."""
+    r = ml_collections.ConfigDict()
+    r.project = "lama"
+    r.kind = "classifier"
+    r.data = absolute_data(c.data)
+    r.text = ml_collections.ConfigDict(c.text.to_dict())
+    r.classes = int(classes)
+    r.model = ml_collections.ConfigDict(c.model.to_dict())
+    r.model.pooling = pooling
+    r.vocab = ml_collections.ConfigDict(dict(size=int(vocab.size), sha256=vocab.sha256))
+    r.train = ml_collections.ConfigDict(c.train.to_dict())
+    r.eval = ml_collections.ConfigDict(dict(batch_size=int(c.eval.batch_size), split="validation"))
+    return r
+
+
+def run_model_config(cfg):
+    """The ``ClassifierConfig`` of a classifier run config."""
+    return model_config(cfg.model, str(cfg.model.pooling), int(cfg.vocab.size), int(cfg.classes))
+
+
+def run_inputs(cfg) -> dict:
+    from lexlm.data.config import input_fingerprints
+
+    return input_fingerprints(cfg.data)
+
+
+def vocab_fields(cfg) -> dict:
+    """What a run's vocabulary is built from: the data block, the vocabulary knobs and the
+    fingerprints of the files read."""
+    knobs = {"min_count": cfg.text.min_count, "max_vocab": cfg.text.max_vocab}
+    out = ident.fields({"data": cfg.data.to_dict(), "text": knobs})
+    out.update({f"inputs.{k}": v for k, v in run_inputs(cfg).items()})
+    return out
+
+
+def build_vocab(cfg, train_texts):
+    from lexlm.data.labelled import ClassVocab
+
+    return ClassVocab.build(train_texts, int(cfg.text.min_count), int(cfg.text.max_vocab))
+
+
+def vocab_for(cfg, run_dir, vocab):
+    """The run's vocabulary folder (``run_dir/vocab``): written once from ``vocab``, then
+    read; one built from other data is a ``StaleResultError``. Returns the loaded vocabulary,
+    checked against the run config's SHA-256."""
+    from lexlm.data.labelled import ClassVocab
+
+    path = store.artifact_dir(as_path(run_dir) / VOCAB_DIR, vocab_fields(cfg), vocab.save)
+    loaded = ClassVocab.load(path)
+    if loaded.sha256 != str(cfg.vocab.sha256):
+        raise StaleResultError(
+            f"{path} holds another vocabulary (SHA-256 {loaded.sha256[:12]}, the run's config "
+            f"says {str(cfg.vocab.sha256)[:12]}); nothing was changed: choose another --workdir"
+        )
+    return loaded
+
+
+def check_classifier_run(cfg, run_dir) -> bool:
+    """Whether ``run_dir`` holds this run already (a ``StaleResultError`` if another).
+    Writes nothing."""
+    return store.check_run(run_dir, cfg, run_inputs(cfg))
+
+
+def encode_splits(cfg, splits, vocab) -> dict:
+    from lexlm.data.labelled import encode_texts
+
+    return {s: encode_texts(d, vocab, int(cfg.text.max_len)) for s, d in splits.items()}
+
+
+def train_classifier(cfg, run_dir, enc: dict, vocab):
+    """Trains (or resumes) one classifier run; every saved step is evaluated on validation and
+    test (``EvalHook``, also for the step it resumes from if that evaluation is missing).
+    ``enc``: the encoded splits; ``vocab``: the vocabulary they were encoded with."""
+    from lexlm.data.labelled import ClassBatches
+    from lexlm.proj.lama.evaluate import EvalHook
     from lexlm.train import train
     from lexlm.train.classifier_task import make_classifier_task
 
-    cfg = classifier_config(c, vocab_size, classes, name)
-    model = TextClassifier(cfg)
-    predict = _predict_fn(model)
-    workdir.mkdir(parents=True, exist_ok=True)
-    evals_path = workdir / "evals.jsonl"
-
-    def hook(step, state, saved):
-        if not saved:
-            return
-        params = jax.device_get(state.params)
-        record = {"step": int(step)}
-        for split in ("validation", "test"):
-            batches = eval_batches(enc[split], int(c.eval_batch))
-            record[split] = report.accuracy(lambda t: predict(params, t), batches)[0]
-        with evals_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    t0 = time.perf_counter()
-    result = train(c.train, make_classifier_task(cfg, name), ClassBatches(enc["train"],
-                   int(c.train.batch_size), int(c.train.seed)), workdir, hooks=[hook])  # fmt: skip
+    run_dir = as_path(run_dir)
+    store.open_run(run_dir, cfg, run_inputs(cfg))
+    vocab_for(cfg, run_dir, vocab)
+    model_cfg = run_model_config(cfg)
+    hosts = (jax.process_index(), jax.process_count())
+    batches = ClassBatches(enc["train"], int(cfg.train.batch_size), int(cfg.data.seed), hosts)
+    hook = EvalHook(run_dir, model_cfg, enc, int(cfg.eval.batch_size))
+    task = make_classifier_task(model_cfg, run_dir.name)
+    result = train(cfg.train, task, batches, run_dir, hooks=[hook])
     if result.stopped_by != "steps":
-        raise SystemExit(f"{name}: training interrupted at step {result.final_step}")
-    summary_path = workdir / "summary.json"
-    if result.history:  # trained in this call: record the step time
-        rates = [h["steps_per_s"] for h in result.history[1:]] or [
-            h["steps_per_s"] for h in result.history
-        ]
-        summary = {"step_s": 1.0 / float(np.median(rates)), "wall_s": time.perf_counter() - t0}
-        summary_path.write_text(json.dumps(summary))
-    # a run killed between its last checkpoint and this line has no timing: reported as nan
-    summary = (
-        json.loads(summary_path.read_text()) if summary_path.exists() else {"step_s": math.nan}
-    )
-    evals = [json.loads(line) for line in evals_path.read_text().splitlines()]
-    chosen = report.select_on_dev(evals)
-    params = jax.device_get(result.state.params)
-    return {
-        "model": name,
-        **chosen,
-        "step_s": summary["step_s"],
-        "attention_params": cfg.attention_param_count(),
-        "params": cfg.param_count(),
-        "_params": params,
-        "_model": model,
-        "_cfg": cfg,
-    }
+        raise TrainingError(
+            f"{run_dir}: training stopped at step {result.final_step} ({result.stopped_by}); "
+            "rerun the same command to resume"
+        )
+    return result
 
 
-def attention_examples(row: dict, texts, vocab, max_len: int, k: int):
-    """Tokens and attention weights [m, T] of the first ``k`` test sentences."""
+def saved_steps(train_cfg) -> list[int]:
+    """The steps every run saves (and evaluates): each ``ckpt_every`` and the last."""
+    total, every = int(train_cfg.steps), int(train_cfg.ckpt_every)
+    return sorted({*range(every, total + 1, every), total})
+
+
+# -- the lama project -------------------------------------------------------------------------
+def attention_examples(model_cfg, params, texts, vocab, max_len: int) -> dict:
+    """Tokens and per-head attention weights of ``texts`` (rounded to 4 decimals), the
+    weights cut to each text's tokens."""
     from lexlm.data.labelled import Labelled, encode_texts, word_tokens
+    from lexlm.nn.classifier import TextClassifier
 
-    texts = list(texts[:k])
+    texts = list(texts)
     enc = encode_texts(Labelled(tuple(texts), np.zeros(len(texts), np.int32)), vocab, max_len)
-    _, weights = jax.jit(row["_model"].apply)({"params": row["_params"]}, enc.tokens)
-    toks = [word_tokens(t)[:max_len] or ["<unk>"] for t in texts]
-    return toks, [np.asarray(w) for w in weights]
+    _, weights = jax.jit(TextClassifier(model_cfg).apply)({"params": params}, enc.tokens)
+    out = {"tokens": [], "weights": []}
+    for text, w in zip(texts, np.asarray(weights)):
+        tokens = word_tokens(text)[:max_len] or ["<unk>"]
+        out["tokens"].append(tokens)
+        out["weights"].append(np.round(w[:, : len(tokens)].astype(np.float64), 4).tolist())
+    return out
 
 
-def run_classify(c, out) -> dict:
-    from lexlm.data.labelled import ClassVocab, encode_texts
-
-    names = model_names(c)
-    splits, stats = load_splits(c.data)
-    vocab = ClassVocab.build(splits["train"].texts, int(c.data.min_count), int(c.data.max_vocab))
-    out = as_path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    vocab.save(out)
-    enc = {s: encode_texts(d, vocab, int(c.data.max_len)) for s, d in splits.items()}
-    classes = int(max(int(d.labels.max()) for d in splits.values()) + 1)
-    rows = [
-        train_model(c, name, enc, vocab.size, classes, out / "runs" / f"cls_{name}")
-        for name in names
-    ]
+def run_classify(c, wd: store.Workdir) -> dict:
+    from lexlm.data import labelled
     from lexlm.nn.pooling import self_attention_param_count
+    from lexlm.proj.lama import findings as fnd
+    from lexlm.proj.lama.evaluate import step_evaluations
 
-    figures = {}
-    for row in rows:
-        if row["model"] in ("lama", "lama_ctx", "structured"):
-            toks, w = attention_examples(row, splits["test"].texts, vocab, int(c.data.max_len),
-                                         int(c.examples))  # fmt: skip
-            png = out / f"attention_{row['model']}.png"
-            png.write_bytes(report.plot_attention(toks, w, f"{report.NAMES[row['model']]}: "
-                                                  "attention of each head"))  # fmt: skip
-            figures[row["model"]] = png.name
-    clean = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
-    gap, baseline = report.lama_gap(clean)
-    findings = {
-        "kind": "classify",
-        "source": c.data.source,
-        "sizes": {s: len(d) for s, d in splits.items()},
-        "classes": classes,
-        "vocab": vocab.size,
-        "read": {k: dataclasses.asdict(v) for k, v in stats.items()},
-        "truncated": {s: e.truncated for s, e in enc.items()},
-        "majority": report.majority_accuracy(splits["train"].labels, splits["test"].labels),
-        "rows": clean,
-        "mhsa_params": self_attention_param_count(2 * int(c.model.hidden)),
-        # LAMA's factorised scoring alone: P and Q, 2 D m
-        "lama_scoring_params": 2 * 2 * int(c.model.hidden) * int(c.model.heads),
-        "lama_gap": gap,
-        "best_baseline": baseline,
-        "figures": figures,
-        "steps": int(c.train.steps),
-    }
-    (out / "findings_lama.json").write_text(json.dumps(findings, indent=2))
-    return findings
-
-
-# -- the low-rank Transformer LM -------------------------------------------------------------
-def equal_param_width(std, low) -> int:
-    """The width (a multiple of the heads) at which ``low``'s parameter count is closest to
-    ``std``'s; ``low``'s rank scales with the width (the same r / D)."""
-    target = std.param_count()
-    best, best_gap = low.width, math.inf
-    for width in range(low.heads, 4 * std.width + 1, low.heads):
-        rank = max(1, round(low.rank * width / low.width))
-        cfg = dataclasses.replace(low, width=width, qk_rank=rank)
-        gap = abs(cfg.param_count() - target)
-        if gap < best_gap:
-            best, best_gap = width, gap
-    return best
-
-
-def lm_variants(c) -> dict:
-    """Config overrides of the three LMs: standard, low-rank (equal steps), low-rank at the
-    standard model's parameter count."""
-    from experiments import lm
-    from experiments.lm_runs import lm_config
-
-    base = lm.get_config("tiny")
-    base.train.steps = int(c.lm.steps)
-    std = lm_config(base, vocab_size=100)
-    low = dataclasses.replace(std, attention_kind="low_rank", qk_rank=int(c.lm.qk_rank))
-    width = equal_param_width(std, low)
-    rank = max(1, round(low.rank * width / low.width))
-    return {
-        "standard": {},
-        "low_rank": {"attention_kind": "low_rank", "qk_rank": low.rank},
-        "low_rank_equal_params": {"attention_kind": "low_rank", "qk_rank": rank, "width": width},
-    }
-
-
-def forward_flops_per_token(cfg) -> float:
-    from lexlm.eval.flops import counted_flops
-    from lexlm.nn.transformer import TransformerLM
-
-    model = TransformerLM(cfg)
-    tokens = jax.ShapeDtypeStruct((1, cfg.max_len), jnp.int32)
-    params = jax.eval_shape(lambda k, t: model.init(k, t)["params"], jax.random.key(0), tokens)
-    return counted_flops(lambda p, t: model.apply({"params": p}, t), params, tokens) / cfg.max_len
-
-
-def run_lm(c, out) -> dict:
-    from experiments import lm
-    from experiments.lm_runs import evaluate_run, lm_config, tokenizer_for, train_run
-
-    out = as_path(out)
-    rows = []
-    for name, overrides in lm_variants(c).items():
-        cfg = lm.get_config("tiny")
-        cfg.train.steps = int(c.lm.steps)
-        cfg.model.update(overrides)
-        workdir = out / "runs" / f"lm_{name}"
-        result = train_run(cfg, workdir)
-        if result.stopped_by != "steps":
-            raise SystemExit(f"{name}: training interrupted at step {result.final_step}")
-        test = evaluate_run(workdir, split="test")
-        model_cfg = lm_config(cfg, vocab_size=tokenizer_for(cfg, workdir).vocab_size)
+    names = checks.names(c.models, POOLINGS, "models")
+    data = labelled.read_splits(c.data, classes=int(c.classes))
+    train_texts = data.splits["train"].texts
+    if len(train_texts) < int(c.train.batch_size):
+        raise DataError(
+            f"the training split has {len(train_texts)} texts, fewer than train.batch_size = "
+            f"{c.train.batch_size}"
+        )
+    vocab = build_vocab(c, train_texts)
+    configs = {name: classifier_run_config(c, name, data.classes, vocab) for name in names}
+    for name, cfg in configs.items():  # every run checked before anything is written
+        check_classifier_run(cfg, wd.run(f"cls_{name}"))
+    enc = encode_splits(c, data.splits, vocab)
+    rows, attention = [], {}
+    for name, cfg in configs.items():
+        run_dir = wd.run(f"cls_{name}")
+        t0 = time.perf_counter()
+        result = train_classifier(cfg, run_dir, enc, vocab)
+        if result.history:  # trained in this call: its step time goes to the provenance
+            rates = [h["steps_per_s"] for h in result.history[1:]] or [
+                h["steps_per_s"] for h in result.history
+            ]
+            wd.timings[f"cls_{name}"] = {"train_s": round(time.perf_counter() - t0, 1),
+                                         "step_s": 1.0 / float(np.median(rates))}  # fmt: skip
+        evals = step_evaluations(run_dir, saved_steps(c.train))
+        chosen = fnd.select_on_dev(evals)
+        model_cfg = run_model_config(cfg)
         rows.append({
             "model": name,
-            "bits_per_char": test["bits_per_char"],
-            "attention_params": model_cfg.attention_param_count() * model_cfg.depth,
-            "params": model_cfg.param_count(),
-            "width": model_cfg.width,
-            "rank": model_cfg.rank if model_cfg.attention_kind == "low_rank" else None,
-            "flops_per_token": forward_flops_per_token(model_cfg),
-            "step": test["step"],
+            "step": chosen["step"],
+            "validation": chosen["validation"],
+            "test": chosen["test"],
+            "attention_params": int(model_cfg.attention_param_count()),
+            "params": int(model_cfg.param_count()),
+            "evaluations": evals,
         })  # fmt: skip
-    findings = {"kind": "lm", "rows": rows}
-    (out / "findings_lama_lm.json").write_text(json.dumps(findings, indent=2))
-    return findings
+        if name in ATTENTION_MODELS and int(c.examples):
+            params = jax.device_get(result.state.params)
+            texts = data.splits["test"].texts[: int(c.examples)]
+            attention[name] = attention_examples(model_cfg, params, texts, vocab,
+                                                 int(c.text.max_len))  # fmt: skip
+    gap, baseline = fnd.lama_gap(rows)
+    width = 2 * int(c.model.hidden)
+    return {
+        "task": "classify",
+        "source": str(c.data.source),
+        "format": str(c.data.format) if c.data.source == "files" else None,
+        "tfds_name": str(c.data.tfds_name) if c.data.source == "tfds" else None,
+        "sizes": {s: len(d) for s, d in data.splits.items()},
+        "classes": data.classes,
+        "vocab": vocab.size,
+        "read": {k: dataclasses.asdict(v) for k, v in data.stats.items()},
+        "encoded": {
+            s: {"truncated": e.truncated, "unknown": e.unknown, "empty": e.empty}
+            for s, e in enc.items()
+        },
+        "majority": fnd.majority_accuracy(data.splits["train"].labels, data.splits["test"].labels),
+        "rows": rows,
+        "width": width,
+        "heads": int(c.model.heads),
+        "mhsa_params": self_attention_param_count(width),
+        # LAMA's factorised scoring alone: P and Q, 2 D m
+        "lama_scoring_params": 2 * width * int(c.model.heads),
+        "lama_gap": gap,
+        "best_baseline": baseline,
+        "attention": attention,
+        "steps": int(c.train.steps),
+        "batch_size": int(c.train.batch_size),
+        "max_len": int(c.text.max_len),
+    }
 
 
-def run(c, out) -> dict:
-    if c.kind == "lm":
-        return run_lm(c, out)
-    return run_classify(c, out)
+def run(c, wd: store.Workdir) -> dict:
+    """The classification variants' runs, or the ``lm`` variant's three LMs; the findings."""
+    if c.task == "lm":
+        from lexlm.proj.lama.low_rank_lm import run_lm
 
-
-# -- report ----------------------------------------------------------------------------------
-def lm_section(f: dict) -> str:
-    lines = [
-        "## Low-rank attention in the Transformer LM (LAMA's shared factors)",
-        "",
-        "Character LMs on the embedded corpus (`experiments/lm.py:tiny`'s data and steps), test "
-        "split, evaluated from their checkpoints.",
-        "",
-        "| attention | width | rank | test bits/char | attention parameters | total parameters "
-        "| forward FLOPs/token | steps |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in f["rows"]:
-        lines.append(
-            f"| {r['model']} | {r['width']} | {r['rank'] or '-'} | {r['bits_per_char']:.4f} | "
-            f"{r['attention_params']:,} | {r['params']:,} | {r['flops_per_token']:.3g} | "
-            f"{r['step']} |"
-        )
-    return "\n".join([*lines, ""])
-
-
-def report_section(f: dict, image_dir: str = "") -> str:
-    """Markdown for the report; ``image_dir`` is the figures' folder relative to the report."""
-    if f["kind"] == "lm":
-        return lm_section(f)
-    rows = f["rows"]
-    lines = [
-        f"## LAMA: attention pooling for text classification ({f['source']})",
-        "",
-        f"Embeddings -> BiGRU -> pooling -> MLP, {f['steps']} steps per model; splits "
-        f"{f['sizes']}, {f['classes']} classes, vocabulary {f['vocab']:,}; each model's step "
-        "is chosen on validation, test reported. Majority-class test accuracy: "
-        f"{100 * f['majority']:.1f}%.",
-        "",
-        *report.table(rows, f["mhsa_params"]),
-        "",
-        f"LAMA minus the best baseline ({report.NAMES.get(f['best_baseline'], '-')}): "
-        f"{f['lama_gap']:+.1f} accuracy points. Attention parameters are relative to the "
-        f"multi-head self-attention pooling layer at the same width ({f['mhsa_params']:,}). "
-        f"LAMA's factorised scoring alone (P and Q, 2 D m = {f['lama_scoring_params']:,}) is "
-        f"{f['mhsa_params'] / f['lama_scoring_params']:.1f}x smaller than self-attention's "
-        "query, key, value and output projections.",
-        "",
-    ]
-    for name, png in f["figures"].items():
-        path = f"{image_dir}/{png}" if image_dir else png
-        lines += [f"![{report.NAMES[name]} attention]({path})", ""]
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    from experiments.cli import launch
-
-    launch(run, report_section, "report_lama.md", "experiments/lama.py:tiny")
+        return run_lm(c, wd)
+    return run_classify(c, wd)
