@@ -7,7 +7,8 @@
 Both models have the same shape; they differ only in where the tied [V, D] table comes from
 (learned, or drawn per sequence: ``lexlm.nn.lexinvariant``), the lexinvariant one with its
 readout fixes on, exactly as the lexinvariant experiment trains it
-(``experiments.lexinvariant.LEXINVARIANT_MODEL``: a learned logit scale and the copy readout).
+(``lexlm.proj.lexinvariant.config.LEXINVARIANT_MODEL``: a learned logit scale and the copy
+readout).
 
 Time: both train steps are compiled and run in one process, in rounds ordered A B, B A, A B,
 ... so that machine drift and contention hit both alike; the figure is median(lexinvariant) /
@@ -36,7 +37,7 @@ MODELS = ("learned", "lexinvariant")
 
 def model_fields(embedding: str) -> dict:
     """LMConfig fields of each benchmarked model: the lexinvariant one as trained."""
-    from experiments.lexinvariant import LEXINVARIANT_MODEL
+    from lexlm.proj.lexinvariant.config import LEXINVARIANT_MODEL
 
     fields = {"embedding": embedding}
     if embedding == "lexinvariant":

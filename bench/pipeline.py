@@ -8,7 +8,7 @@ experiment's character and 512-subword runs), lexlm's trainer runs the same numb
 twice per round, in alternating order:
 
 * **real**: batches from the grain pipeline on the embedded corpus (read, clean, tokenize,
-  pack, batch) in the training process, as ``experiments.run`` does;
+  pack, batch) in the training process, as ``lexlm.proj.lm.run.train_run`` does;
 * **in memory**: the same batches, materialised in a list before the clock starts.
 
 The figure is median steps/s (log windows after the first, which holds the compilation) of
@@ -44,20 +44,22 @@ def parse_args(argv=None):
 
 
 def tiny_configs() -> dict:
-    from experiments import lexinvariant, lm
+    from lexlm.proj.lexinvariant.config import get_config as lexinvariant_config
+    from lexlm.proj.lexinvariant.run import run_config
+    from lexlm.proj.lm.config import get_config as lm_config
 
-    lex = lexinvariant.get_config("tiny")
+    lex = lexinvariant_config("tiny")
     return {
-        "lm tiny (char)": lm.get_config("tiny"),
-        "lexinvariant tiny (char)": lexinvariant.run_config(lex, "char", "lexinvariant"),
-        "lexinvariant tiny (512 subwords)": lexinvariant.run_config(lex, "subword", "lexinvariant"),
+        "lm tiny (char)": lm_config("tiny"),
+        "lexinvariant tiny (char)": run_config(lex, "prose", "char", "lexinvariant"),
+        "lexinvariant tiny (512 subwords)": run_config(lex, "prose", "subword", "lexinvariant"),
     }
 
 
 def pipeline_for(cfg, workdir):
-    from lexlm.proj.lm.run import tokenizer_for
     from lexlm.data import lm_train_dataset, open_split
     from lexlm.paths import as_path
+    from lexlm.proj.lm.run import tokenizer_for
 
     tok = tokenizer_for(cfg, as_path(workdir))
     ds = lm_train_dataset(

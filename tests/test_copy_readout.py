@@ -13,10 +13,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import train_helpers as th
 
 from lexlm.nn import LMConfig, TransformerLM
 from lexlm.nn import copy_readout as cr
 from lexlm.nn import lexinvariant as lexinv
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """XLA with most optimisations off (``train_helpers.unoptimised_xla``): these tiny programs
+    compile several times faster and compute the same numbers to float rounding."""
+    with th.unoptimised_xla():
+        yield
 
 
 def test_causal_attention_is_uniform_over_the_past_without_scores():

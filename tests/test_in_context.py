@@ -10,9 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import train_helpers as th
 
 from lexlm.eval import in_context as ic
 from lexlm.eval.probe import accuracy_by_position, fit_softmax_probe, probe_objective
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """XLA with most optimisations off (``train_helpers.unoptimised_xla``): these tiny programs
+    compile several times faster and compute the same numbers to float rounding."""
+    with th.unoptimised_xla():
+        yield
 
 
 def windows_of(inputs, targets, mask=None):

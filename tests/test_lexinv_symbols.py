@@ -1,28 +1,37 @@
 """Symbol tasks for the lexinvariant findings 3-4 (lexlm/data/symbol_tasks.py and
-experiments/lexinv_symbols*.py).
+lexlm/proj/lexinvariant/symbol*.py).
 
 Generators give the right answers and answer masks; the training mix never shows a held-out
 symbol, replaces rows at about the configured rate and resumes exactly from its state; the
-accuracy functions count argmax hits at answer positions only; the command line's
-``--config.a.b=...`` overrides reach every run's config, and a bad value stops it with one line
-naming the field. No shared data is read: the
-natural text is a small in-memory corpus through the real grain pipeline.
+accuracy functions count argmax hits at answer positions only; every run's config carries its
+embedding, the symbol fields and its model vocabulary, and a bad value is named by its field.
+No shared data is read: the natural text is a small in-memory corpus through the real grain
+pipeline. The end-to-end run is in test_proj_lexinvariant.
 """
 
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
+import train_helpers as th
 
-from experiments import lexinv_symbols as ls
-from experiments import lexinv_symbols_eval as ev
-from experiments import lexinv_symbols_report as rep
 from lexlm.data import symbol_tasks as st
 from lexlm.errors import ConfigError
+from lexlm.proj.lexinvariant import symbol_eval as ev
+from lexlm.proj.lexinvariant import symbols as ls
+from lexlm.proj.lexinvariant.config import get_config
 from lexlm.text.tokenizers import EOS_ID, PAD_ID, CharTokenizer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """XLA with most optimisations off (``train_helpers.unoptimised_xla``): these tiny programs
+    compile several times faster and compute the same numbers to float rounding."""
+    with th.unoptimised_xla():
+        yield
+
 
 SEPS = st.Separators(pair=3, lookup=5, copy=6, reverse=7)
 SYMBOLS = np.arange(100, 116)
@@ -287,7 +296,7 @@ def test_context_guess_is_one_over_the_distinct_symbols_seen():
 
 
 def fake_result(emb, p, acc, ppl):
-    """What ``evaluate_symbol_run`` returns, with every accuracy ``acc``."""
+    """What ``symbols_run`` records per run, with every accuracy ``acc``."""
     per = {t: acc for t in st.TASKS} | {"mean": acc}
     symbols = {"heldout": per, "train": per, "context_guess": {"heldout": per, "train": per}}
     if emb != "lexinvariant":
@@ -308,36 +317,46 @@ def fake_findings():
     }
     for p in (0.1, 0.2, 0.5):
         runs[f"semi_p{p:g}"] = fake_result("semi", p, p / 2, 5 + p)
-    return {"runs": runs, "tasks": list(st.TASKS), "timing_s": {"total": 12.0}}
+    return {
+        "experiment": "symbols", "runs": runs, "tasks": list(st.TASKS),
+        "semi_ps": [0.0, 0.1, 0.2, 0.5], "steps": 800, "mix_prob": 0.1, "seq_len": 128,
+        "model": {"depth": 2, "width": 128, "heads": 4}, "unit": "char",
+    }  # fmt: skip
 
 
-def test_report_section_and_plot(tmp_path):
-    f = fake_findings()
-    text = ls.report_section(f)
+def test_report_and_sweep_figure_come_from_the_findings(tmp_path):
+    from lexlm.experiment.driver import Figures
+    from lexlm.proj.lexinvariant.report import render
+
+    figures = Figures(tmp_path / "figures")
+    text = render(fake_findings(), {}, figures)
     assert "### Finding 3" in text and "### Finding 4" in text
     assert "| lexinvariant | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 |" in text
     assert "| 0.5 | " in text and "unbounded" in text
-    rep.plot_sweep(f, tmp_path / "sweep.png")
-    assert (tmp_path / "sweep.png").stat().st_size > 1000
+    assert "test loss rises monotonically in p (1.6094 at p = 0, 1.7047 at p = 0.5)" in text
+    assert (tmp_path / "figures" / "symbols_sweep.png").stat().st_size > 1000
+    assert "](figures/symbols_sweep.png)" in text
 
 
-# ----------------------------------------------------------------------------- config and CLI
+# ----------------------------------------------------------------------------- config
 
 
 def test_run_config_sets_the_embedding_per_run_on_a_locked_config():
-    c = ls.get_config("tiny")
+    c = get_config("symbols")
     c.lock()  # as config_flags hands it over
-    cfg = ls.run_config(c, "semi", 0.2)
+    cfg = ls.run_config(c, "semi", 0.2, text_vocab=83)
     assert (cfg.model.embedding, cfg.model.semi_p) == ("semi", 0.2)
-    assert cfg.experiment == "lexinv_symbols"
+    assert (cfg.project, cfg.kind) == ("lm", "lm")  # an lm run, with extra vocabulary ids
+    assert cfg.vocab_override == 83 + 64
     assert cfg.symbols.to_dict() == {
         "n_symbols": 64,
         "mix_prob": 0.1,
-        "tasks": st.TASKS,
-        "lengths": st.DEFAULT_LENGTHS,
+        "tasks": ",".join(st.TASKS),
+        "lengths": {k: list(v) for k, v in st.DEFAULT_LENGTHS.items()},
     }
-    assert (c.base.model.embedding, c.base.model.semi_p) == ("learned", 0.0)
-    assert "symbols" not in c.base
+    assert ls.run_config(c, "lexinvariant", 0.0).eval.draws == 4
+    assert ls.run_config(c, "semi", 0.2).eval.draws == 1  # p_eval = 0: deterministic
+    assert (c.model.embedding, c.model.semi_p) == ("learned", 0.0)
     names = ["standard", "lexinvariant", "semi_p0.1", "semi_p0.2", "semi_p0.5"]
     assert list(ls.run_specs(c)) == names
 
@@ -345,157 +364,45 @@ def test_run_config_sets_the_embedding_per_run_on_a_locked_config():
 @pytest.mark.parametrize(
     ("field", "value", "error_field"),
     [
-        ("n_symbols", 7, "n_symbols"),
+        ("symbols.n_symbols", 7, "symbols.n_symbols"),
         # 4 symbols per set, but a lookup of up to 6 pairs takes 12 distinct symbols.
-        ("n_symbols", 8, "lengths.lookup"),
-        ("mix_prob", 1.5, "mix_prob"),
-        ("tasks", ("copy", "sort"), "tasks"),
-        ("lengths.copy", (0, 3), "lengths.copy"),
-        ("lengths.lookup", (2, 40), "lengths.lookup"),
-        ("semi_ps", (0.1, 0.1), "semi_ps"),
-        ("semi_ps", (0.0,), "semi_ps"),
-        ("eval_draws", 0, "eval_draws"),
-        ("base.model.embedding", "lexinvariant", "base.model.embedding"),
-        ("base.model.semi_p", 0.2, "base.model.semi_p"),
-        ("base.model.heads", 5, "base.model.heads"),
-        ("base.train.steps", 0, "base.train.steps"),
-        ("base.data.source", "web", "base.data.source"),
+        ("symbols.n_symbols", 8, "symbols.lengths.lookup"),
+        ("symbols.mix_prob", 1.5, "symbols.mix_prob"),
+        ("symbols.tasks", "copy,sort", "symbols.tasks"),
+        ("symbols.lengths.copy", (0, 3), "symbols.lengths.copy"),
+        ("symbols.lengths.lookup", (2, 40), "symbols.lengths.lookup"),
+        ("symbols.semi_ps", (0.1, 0.1), "symbols.semi_ps"),
+        ("symbols.semi_ps", (0.0,), "symbols.semi_ps"),
+        ("symbols.eval_draws", 0, "symbols.eval_draws"),
+        ("model.embedding", "lexinvariant", "model.embedding"),
+        ("model.semi_p", 0.2, "model.semi_p"),
+        ("model.heads", 5, "model.heads"),
+        ("train.steps", 0, "train.steps"),
+        ("data.source", "web", "data.source"),
     ],
 )
-def test_validate_config_names_the_field(field, value, error_field):
-    c = ls.get_config("tiny")
-    ls.validate_config(c)
+def test_validate_names_the_field(field, value, error_field):
+    from lexlm.proj.lexinvariant.config import validate
+
+    c = get_config("symbols")
+    validate(c)
     *parents, leaf = field.split(".")
     node = c
     for name in parents:
         node = node[name]
     node[leaf] = value
     with pytest.raises(ConfigError) as info:
-        ls.validate_config(c)
+        validate(c)
     assert info.value.field == error_field
     assert str(info.value).startswith(f"{error_field}: ")
 
 
-def test_a_run_keeps_its_symbol_layout_and_refuses_another(tmp_path):
-    import ml_collections
-
+def test_a_run_layout_must_match_its_recorded_vocabulary():
     tok = CharTokenizer.build(DOCS)
-    cfg = ml_collections.ConfigDict({"symbols": {"n_symbols": 16}})
-    first = ls.layout_for(cfg, tok, tmp_path)
-    saved = (tmp_path / ev.LAYOUT_FILE).read_text()
-    assert ls.layout_for(cfg, tok, tmp_path) == first == st.make_layout(tok, 16)
-    cfg.symbols.n_symbols = 8
-    with pytest.raises(ConfigError, match=r"^n_symbols: .* trained with 16, got 8"):
-        ls.layout_for(cfg, tok, tmp_path)
-    assert (tmp_path / ev.LAYOUT_FILE).read_text() == saved
-
-
-# Runs the real command line with training and checkpoint evaluation replaced by fakes: each
-# fake run saves the config it received, so the test sees what the overrides reached.
-CLI_WITH_FAKE_RUNS = """
-import json, sys, types
-from pathlib import Path
-
-sys.path.insert(0, "tests")
-from experiments import lexinv_symbols as ls
-from test_lexinv_symbols import fake_result
-
-
-def train(cfg, workdir):
-    Path(workdir).mkdir(parents=True)
-    (Path(workdir) / "config.json").write_text(cfg.to_json())
-    return types.SimpleNamespace(stopped_by="steps", final_step=int(cfg.train.steps))
-
-
-def evaluate(c, workdir):
-    cfg = json.loads((Path(workdir) / "config.json").read_text())
-    return fake_result(cfg["model"]["embedding"], cfg["model"]["semi_p"], 0.1, 5.0)
-
-
-ls.train_symbol_run, ls.evaluate_symbol_run = train, evaluate
-ls.main()
-"""
-
-
-def _cli(args, fake_runs: bool):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    command = ["-c", CLI_WITH_FAKE_RUNS] if fake_runs else ["-m", "experiments.lexinv_symbols"]
-    return subprocess.run(
-        [sys.executable, *command, *args],
-        cwd=Path(__file__).resolve().parents[1],
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def test_command_line_overrides_reach_every_run(tmp_path):
-    text = tmp_path / "text.txt"
-    text.write_text("Some human text.\n\nAnother paragraph of it.\n")
-    out = tmp_path / "out"
-    proc = _cli(
-        [
-            "--config",
-            "experiments/lexinv_symbols.py:tiny",
-            "--out",
-            str(out),
-            "--config.base.train.steps=3",
-            "--config.base.data.source=files",
-            f"--config.base.data.files={text}",
-            "--config.mix_prob=0.3",
-            "--config.lengths.copy=(2,3)",
-            "--config.semi_ps=(0.25,)",
-        ],
-        fake_runs=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert runs == ["symbols_lexinvariant", "symbols_semi_p0.25", "symbols_standard"]
-    expected_model = {
-        "symbols_standard": ("learned", 0.0),
-        "symbols_lexinvariant": ("lexinvariant", 0.0),
-        "symbols_semi_p0.25": ("semi", 0.25),
-    }
-    for name in runs:
-        cfg = json.loads((out / "runs" / name / "config.json").read_text())
-        assert cfg["train"]["steps"] == 3
-        assert cfg["train"]["batch_size"] == 32  # not overridden: the tiny default
-        assert cfg["data"]["source"] == "files"
-        assert cfg["data"]["files"] == [str(text)]
-        assert (cfg["model"]["embedding"], cfg["model"]["semi_p"]) == expected_model[name]
-        assert cfg["symbols"]["mix_prob"] == 0.3
-        assert cfg["symbols"]["lengths"] == {"lookup": [2, 6], "copy": [2, 3], "reverse": [2, 8]}
-    findings = json.loads((out / "lexinv_symbols.json").read_text())
-    assert findings["config"]["base"]["train"]["steps"] == 3
-    assert findings["semi_ps"] == [0.0, 0.25]
-    section = (out / "lexinv_symbols.md").read_text()
-    assert "| 0.25 | " in section and section in proc.stdout
-    assert (out / "lexinv_symbols_sweep.png").stat().st_size > 1000
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["--config.n_symbols=5"], r"n_symbols: must be even and >= 4, got 5"),
-        (
-            ["--config.base.data.source=files", "--config.base.data.files=/no/such/file.txt"],
-            r"base\.data\.files: no such file",
-        ),
-    ],
-)
-def test_a_bad_value_is_one_line_naming_the_field_before_anything_runs(
-    tmp_path, overrides, message
-):
-    out = tmp_path / "out"
-    args = ["--config=experiments/lexinv_symbols.py:tiny", f"--out={out}", *overrides]
-    proc = _cli(args, fake_runs=False)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert re.match(rf"^error: {message}", last), proc.stderr
-    assert not (out / "runs").exists()  # nothing was trained
+    c = get_config("symbols")
+    c.symbols.n_symbols = 16
+    cfg = ls.run_config(c, "learned", 0.0, text_vocab=tok.vocab_size)
+    assert ls.layout_of(cfg, tok) == st.make_layout(tok, 16)
+    cfg.vocab_override += 1
+    with pytest.raises(ConfigError, match=r"^vocab_override: "):
+        ls.layout_of(cfg, tok)

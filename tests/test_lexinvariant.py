@@ -21,9 +21,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import train_helpers as th
 
 from lexlm.nn import LMConfig, TransformerLM
 from lexlm.nn import lexinvariant as lexinv
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """XLA with most optimisations off (``train_helpers.unoptimised_xla``): these tiny programs
+    compile several times faster and compute the same numbers to float rounding."""
+    with th.unoptimised_xla():
+        yield
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -506,6 +516,7 @@ def start_mesh_run(work: Path):
         **os.environ,
         "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
         "JAX_PLATFORMS": "cpu",
+        "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",  # compiles faster, the same losses to rounding
     }
     out, err = work / "stdout.txt", work / "stderr.txt"
     with out.open("w") as fo, err.open("w") as fe:

@@ -1,22 +1,21 @@
-"""The lexinvariant findings code (experiments/lexinvariant*.py): tables on hand-made inputs
-with known answers, and one end-to-end run of the experiment at toy size."""
+"""The lexinvariant findings code (lexlm/proj/lexinvariant): tables, sentences and configs on
+hand-made inputs with known answers. The end-to-end runs are in test_proj_lexinvariant."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-import train_helpers as th
 
-from experiments import lexinvariant
-from experiments import lexinvariant_findings as lf
-from experiments.lexinvariant_report import report_section
-
-REPO = Path(__file__).resolve().parents[1]
+from lexlm.errors import ConfigError
+from lexlm.proj.lexinvariant import ablation as ab
+from lexlm.proj.lexinvariant import evaluate as lf
+from lexlm.proj.lexinvariant import report
+from lexlm.proj.lexinvariant.config import get_config
+from lexlm.proj.lexinvariant.run import run_config, run_name, validate_findings
+from lexlm.proj.lm.run import lm_config
 
 
 def test_position_table_buckets_every_position_and_the_ratio():
@@ -30,7 +29,15 @@ def test_position_table_buckets_every_position_and_the_ratio():
     assert rows[2]["ppl_ratio"] == pytest.approx(1.0)
     assert [r["in_context_unigram"] for r in rows] == [2.0, 5.5, 8.0]
     with pytest.raises(ValueError, match="position_table"):
-        lf.position_table(std, lex[:4], (1, 4))
+        lf.position_table(std.tolist(), lex[:4].tolist(), (1, 4))  # lists: no shape check
+    # the sentences under the table are computed from it
+    assert report.ratio_sentence(rows) == (
+        "The lexinvariant / standard perplexity ratio falls in every bucket from positions 1-3 "
+        "on (7.39, 2.72, 1.00)."
+    )
+    assert report.count_model_sentence(rows) == (
+        "The lexinvariant LM is below the in-context count model at positions 4-7 and 8-8."
+    )
 
 
 def test_paired_difference_mean_and_standard_error():
@@ -51,122 +58,103 @@ def test_cipher_is_a_bijection_fixing_special_ids():
     np.testing.assert_array_equal(e["targets"], [[cipher[4], 0]])
 
 
-@pytest.fixture(scope="module")
-def toy_findings(tmp_path_factory, compile_once):
-    """The whole experiment (train, evaluate, every finding) on the embedded corpus at toy
-    size: two 12-step runs of a 1 x 16 character LM with a 32-token context. The module's
-    compilation cache compiles each program once, not once per call (the evaluations build
-    a fresh jitted function per call)."""
-    c = lexinvariant.get_config("tiny")
-    c.units = ("char",)
-    c.base.seq_len = 32
-    c.base.model.update(width=16, depth=1, heads=2)
-    c.base.train.update(steps=12, batch_size=8, ckpt_every=12, log_every=4, progress=False)
-    c.base.train.tensorboard = False
-    c.base.eval.update(max_windows=8, batch_size=8)
-    c.position_buckets = (1, 4, 16)
-    c.readout_widths = (16,)
-    c.cipher_draws = 2
-    c.mechanism.update(span=16, windows=8, draws=1)
-    c.probe.update(windows=4, train_ciphers=2, test_ciphers=1, steps=20)
-    out = tmp_path_factory.mktemp("lexinv")
-    with th.unoptimised_xla():
-        return lexinvariant.run(c, out), out
+def test_probe_l2_grid_accepts_one_strength_or_a_grid_and_rejects_negatives():
+    assert lf.probe_l2_grid(1e-3) == (1e-3,)
+    assert lf.probe_l2_grid((1e-4, 0.1)) == (1e-4, 0.1)
+    for bad in ((-1.0,), (), (float("nan"),), ("x",)):
+        with pytest.raises(ConfigError, match=r"^probe\.l2: "):
+            lf.probe_l2_grid(bad)
 
 
-def test_toy_experiment_produces_every_finding(toy_findings):
-    f, out = toy_findings
-    table = f["finding1"]["prose/char"]["table"]
-    assert [r["positions"] for r in table] == ["1-3", "4-15", "16-32"]
-    for row in table:
-        assert row["ppl_ratio"] == pytest.approx(math.exp(row["lexinvariant"] - row["standard"]))
-        # Crosstalk at width 16 costs the count model loss; it never helps on average.
-        assert row["unigram_readout_d16"] > row["in_context_unigram"] - 0.05
-    mech = f["mechanism"]["prose/char"]
-    assert set(mech) == {"learned", "lexinvariant"} and mech["learned"]["span"] == 16
-    cipher = f["finding2"]["prose/char"]
-    # A 12-step standard LM already depends on token identity; the lexinvariant LM cannot.
-    assert cipher["standard"]["diff"] > 0.05
-    assert abs(cipher["lexinvariant"]["diff"]) < 4 * cipher["lexinvariant"]["diff_se"] + 1e-3
-    att = f["attention"]["prose/char"]
-    for emb in ("learned", "lexinvariant"):
-        heads = att[emb]["block_0"]
-        assert len(heads["self"]) == 2 and len(heads["induction"]) == 2  # per head
-        # Mass on disjoint patterns of one head never exceeds 1.
-        assert all(0 <= a + b <= 1 + 1e-6 for a, b in zip(heads["self"], heads["previous"]))
-    probe = f["probe"]["prose/char"]
-    assert probe["best_layer"] in probe["layers"] and set(probe["layers"]) == {"block_0", "final"}
-    assert 0 < probe["chance"] < probe["majority_baseline"] < 1
-    saved = json.loads((out / "lexinvariant.json").read_text())
-    assert saved["finding2"]["prose/char"]["standard"]["draws"] == 2
-    assert (out / "lexinv_loss_by_position_prose_char.png").stat().st_size > 1000
-
-
-def test_report_section_shows_each_finding(toy_findings):
-    f, _ = toy_findings
-    text = report_section(f)
-    row = f["finding1"]["prose/char"]["table"][0]
-    assert f"| 1-3 | {row['standard']:.3f} | {row['lexinvariant']:.3f} |" in text
-    m = f["mechanism"]["prose/char"]["lexinvariant"]
-    assert f"| prose/char | lexinvariant | 16 | {m['first_copy']:.3f} |" in text
-    p = f["probe"]["prose/char"]
-    assert f"majority {p['majority_baseline']:.3f}" in text
-    att = f["attention"]["prose/char"]["lexinvariant"]["block_0"]
-    assert f"| prose/char | lexinvariant | block_0 | {max(att['self']):.3f} (" in text
-
-
-def test_ablation_rows_and_report():
-    from experiments import lexinv_ablation as ab
-
+def test_ablation_rows_sentences_and_report():
     results = {
-        "no_fix": {"first_loss": 7.3, "loss_by_position": [4.0, 4.0, 3.0, 3.0, 2.0]},
-        "logit_scale": {"first_loss": 4.4, "loss_by_position": [4.0, 3.0, 3.0, 2.0, 1.0]},
-    }
+        "no_fix": {"first_loss": 7.3, "loss": 4.0, "loss_by_position": [4.0, 4.0, 3.0, 3.0, 2.0]},
+        "logit_scale": {"first_loss": 4.4, "loss": 3.9,
+                        "loss_by_position": [4.0, 3.0, 3.0, 2.0, 1.0]},
+        "rope": {"first_loss": 4.4, "loss": 3.92, "loss_by_position": [4.0] * 5},
+        "copy_readout": {"first_loss": 3.5, "loss": 3.4, "loss_by_position": [3.0] * 5},
+        "standard": {"first_loss": 4.0, "loss": 1.84, "loss_by_position": [2.0] * 5},
+        "standard_copy_readout": {"first_loss": 4.0, "loss": 1.85,
+                                  "loss_by_position": [2.0] * 5},
+    }  # fmt: skip
     rows = ab.ablation_rows(results, np.array([5.0, 4.0, 3.0, 2.0, 1.0]), (1, 2, 4))
     assert rows[0]["positions"] == ["1-1", "2-3", "4-5"]
     assert rows[1]["buckets"] == [4.0, 3.0, 1.5]
-    assert rows[2]["variant"] == "in-context count model" and rows[2]["buckets"] == [5.0, 3.5, 1.5]
-    text = ab.report_section({"rows": rows, "ln_v": math.log(83), "steps": 600})
-    assert (
-        "| logit_scale | learned logit scale, init 1/sqrt(D) (chosen) | 4.40 | 4.000 | 3.000 |"
-        in text
-    )
-    cfg = ab.variant_config(ab.get_config("tiny"), "rope")
+    assert rows[-1]["variant"] == "in-context count model" and rows[-1]["buckets"] == [
+        5.0,
+        3.5,
+        1.5,
+    ]
+    names = list(results)
+    f = {
+        "rows": rows, "ln_v": math.log(83), "steps": 600, "batch_size": 32, "seq_len": 128,
+        "seed": 0, "vocab_size": 83, "model": {"depth": 2, "width": 128, "heads": 4},
+        "what": {n: ab.VARIANTS[n][0] for n in names},
+        "overrides": {n: ab.overrides(n) for n in names},
+        "first_logged_step": {n: 20 for n in names},
+    }  # fmt: skip
+    text = report.render_ablation(f, {})
+    assert "| logit_scale | `model.logit_scale=learned` | learned logit scale" in text
+    assert "| 4.400 | 3.9000 | 4.000 | 3.000 | 1.500 |" in text
+    assert "from 7.30 to 4.40 (ln V = 4.419)" in text and "from 4.0000 to 3.9000" in text
+    assert "by at most 0.0200 nats (`rope`: +0.0200)" in text
+    assert "The copy readout gains 0.5000 nats" in text
+    assert "does not help the standard LM at this budget (1.8500 with it, 1.8400 without)" in text
+
+
+def test_ablation_variants_build_their_runs():
+    c = get_config("ablation")
+    cfg = ab.variant_config(c, "rope")
     assert cfg.model.positions == "rope" and cfg.model.logit_scale == "learned"
-    assert ab.variant_config(ab.get_config("tiny"), "no_fix").model.logit_scale == "none"
-    with pytest.raises(ValueError, match="variants"):
-        ab.variant_config(ab.get_config("tiny"), "bigger")
+    assert cfg.model.embedding == "lexinvariant" and not cfg.model.final_ln_bias
+    assert ab.variant_config(c, "no_fix").model.logit_scale == "none"
+    assert ab.variant_config(c, "standard").model.embedding == "learned"
+    assert ab.variant_config(c, "no_ln_bias_no_pos_decay").train.no_decay == ("positions",)
+    assert ab.overrides("rope_qkv_std")[-1] == "model.qkv_std=0.09"
+    with pytest.raises(ConfigError, match=r"ablation\.variants"):
+        ab.variant_config(c, "bigger")
 
 
-@pytest.mark.parametrize(
-    "override,field",
-    [
-        ("--config.data.prose.source=nope", "data.source"),
-        ("--config.base.train.steps=0", "train.steps"),
-        ("--config.data.code.files=/no/such/file.txt", None),  # code is not run by tiny
-    ],
-)
-def test_cli_overrides_reach_the_runs_and_bad_values_stop_in_one_line(tmp_path, override, field):
-    import subprocess
-    import sys
-
-    cmd = [sys.executable, "-m", "experiments.lexinvariant", "--out", str(tmp_path)]
-    cmd += ["--config", "experiments/lexinvariant.py:tiny", override]
-    if field is None:  # a valid override: stop before training by making the prose bad too
-        cmd.append("--config.base.seq_len=-1")
-        field = "seq_len"
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: {field}:"), proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "runs").exists()  # nothing trained
+def test_paper_configs_are_the_paper_sized_models():
+    c = get_config("paper")
+    for unit, vocab in (("char", 130), ("subword", 32000)):
+        for emb in ("learned", "lexinvariant"):
+            cfg = run_config(c, "prose", unit, emb)
+            assert cfg.seq_len == 512 and cfg.data.tfds_name == "wiki40b/en"
+            assert 0.9e8 < lm_config(cfg, vocab).param_count() < 2.2e8, (unit, emb)
+    assert run_config(c, "prose", "subword", "learned").data.vocab_size == 32000
+    assert run_config(c, "prose", "subword", "learned").train.steps == 250_000
+    s = get_config("symbols_paper")
+    assert s.data.vocab_size == 130 and s.symbols.n_symbols == 128
 
 
-def test_probe_l2_grid_accepts_one_strength_or_a_grid_and_rejects_negatives():
-    from experiments.lexinvariant_findings import probe_l2_grid
+@pytest.mark.parametrize("variant", ["tiny", "small", "ablation", "symbols"])
+def test_cpu_configs_validate(variant):
+    from lexlm.proj.lexinvariant.config import validate
 
-    assert probe_l2_grid(1e-3) == (1e-3,)
-    assert probe_l2_grid((1e-4, 0.1)) == (1e-4, 0.1)
-    with pytest.raises(ValueError, match=r"^probe\.l2"):
-        probe_l2_grid((-1.0,))
+    validate(get_config(variant))
+
+
+def test_unknown_variant_names_the_project():
+    with pytest.raises(ConfigError, match=r"unknown variant 'nope' of lexinvariant"):
+        get_config("nope")
+
+
+def test_findings_runs_take_their_corpus_unit_and_the_readout_fix():
+    c = get_config("small")
+    code = run_config(c, "code", "char", "lexinvariant")
+    assert code.data.source == "python_stdlib" and code.seq_len == 512
+    assert code.project == "lm" and code.kind == "lm"  # an lm run: lexlm.evaluate evaluates it
+    assert lm_config(code, 83).learned_logit_scale and code.model.copy_readout
+    prose_std = run_config(c, "prose", "char", "learned")
+    assert prose_std.data.source == "lee"
+    assert not lm_config(prose_std, 83).learned_logit_scale  # the standard LM: plain readout
+    sub = run_config(get_config("tiny"), "prose", "subword", "learned")
+    assert (sub.data.unit, sub.data.vocab_size, sub.train.steps) == ("subword", 512, 300)
+    assert run_name("code", "char", "learned") == "learned_code_char"
+    assert run_name("prose", "subword", "lexinvariant") == "lexinvariant_subword"
+    with pytest.raises(ConfigError, match="corpora"):
+        run_config(c, "poetry", "char", "learned")
+    c.corpora = "prose,poetry"
+    with pytest.raises(ConfigError, match=r"^corpora: unknown \['poetry'\]"):
+        validate_findings(c)

@@ -10,11 +10,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import train_helpers as th
 
 from lexlm.nn import LMConfig, TransformerLM
 from lexlm.nn import lexinvariant as lexinv
 from lexlm.nn.transformer import rotary, smear_keys
 from lexlm.train.optim import decay_mask
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_compiles():
+    """XLA with most optimisations off (``train_helpers.unoptimised_xla``): these tiny programs
+    compile several times faster and compute the same numbers to float rounding."""
+    with th.unoptimised_xla():
+        yield
+
 
 V, D, T = 64, 32, 16
 

@@ -10,7 +10,7 @@ context says, so its loss at position t is judged against predictors that need n
   width-D hidden state as a superposition of the seen types' random rows, h = sum_v w_v g_v, and
   read out through the tied random unembedding, logits_u = h . g_u. With unit-norm random rows
   every logit picks up crosstalk of about ||w|| / sqrt(D), so this is what a lexinvariant LM
-  of width D that computed the count model exactly would still pay (issue 6, hypothesis 2).
+  of width D that computed the count model exactly would still pay.
 * ``bag_of_tokens_nll``: what uniform attention over the context plus the tied random readout
   reaches, logits linear in the in-context counts, the strategy a lexinvariant LM learns first.
 * ``repeated_span_windows`` + ``copy_gain``: the mechanism check. Real text windows whose second

@@ -64,10 +64,11 @@ def finish(cfg, wd: Workdir, findings: dict, started: float) -> dict:
     return findings
 
 
-def run_section(cfg, wd: Workdir) -> dict:
-    """One experiment inside a workdir already held (the main job's sections)."""
+def run_section(cfg, wd: Workdir, **kwargs) -> dict:
+    """One experiment inside a workdir already held (the main job's sections); ``kwargs``
+    reach the project's ``run`` (the lexinvariant section's ``reuse``)."""
     started = time.perf_counter()
-    findings = registry.module(str(cfg.project), "run").run(cfg, wd)
+    findings = registry.module(str(cfg.project), "run").run(cfg, wd, **kwargs)
     return finish(cfg, wd, findings, started)
 
 

@@ -13,8 +13,8 @@ to the lexinvariant LM of Huang et al. (2023), not part of that paper.
 Why it exists. A lexinvariant LM can only name a type through that type's random row, so its
 vocabulary readout of "the tokens seen so far" is a superposition sum_v w_v G[v] read back
 through the same rows: logits linear in the counts plus crosstalk of size ||w|| / sqrt(D).
-The README's ``bag_of_tokens`` columns measure that bound; at width 128 it sits above the
-in-context count model. The pointer term names earlier *positions* instead of types, so it
+The ``bag_of_tokens`` columns of the lexinvariant results page measure that bound, next to
+the in-context count model. The pointer term names earlier *positions* instead of types, so it
 has no crosstalk and its output is exact in the counts. It uses token identity only through
 equality ([x_j = v], [x_t = x_{j-1}]), so it is type-agnostic: with it, the LM stays exactly
 lexinvariant.

@@ -1,12 +1,18 @@
-"""The lexinvariant findings, computed from trained runs (Huang et al., NeurIPS 2023).
+"""The lexinvariant findings, computed from the checkpoints of trained ``lm`` runs (Huang et
+al., NeurIPS 2023).
 
-Each function takes restored models or their evaluation files and returns plain dicts that the
-report section (``experiments.lexinvariant_report``) formats:
+The runs are ``lm`` runs, so ``python -m lexlm.evaluate`` evaluates them through
+``lexlm.proj.lm.evaluate``; this module computes what the findings add. Each function takes
+a run directory, the run's config (as the experiment built it) and the checkpoint step, and
+returns a JSON-able dict; ``lexlm.proj.lexinvariant.run`` stores each under the run's
+``evals/`` (``lexlm.experiment.store.evaluation``), so a rerun reads it back:
 
-* ``position_table``: finding 1, loss by position bucket, the lexinvariant / standard perplexity
-  ratio and the no-training references of ``lexlm.eval.in_context``.
+* ``position_table`` and ``references``: finding 1, loss by position bucket, the lexinvariant
+  / standard perplexity ratio and the no-training references of ``lexlm.eval.in_context``.
 * ``mechanism_check``: the loss on the second copy of a repeated real span against the first.
-* ``cipher_table``: finding 2, loss on plain vs enciphered text over paired draws.
+* ``attention_patterns``: attention mass per head on the patterns of in-context prediction.
+* ``cipher_losses`` and ``paired_difference``: finding 2, loss on plain vs enciphered text
+  over paired draws.
 * ``decipher_probe``: finding 2's probe, a softmax probe from hidden states to the plaintext id
   of the current token, trained under some ciphers on one split and tested under disjoint
   ciphers on another split, so neither the cipher nor the text is shared.
@@ -14,25 +20,52 @@ report section (``experiments.lexinvariant_report``) formats:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float
 
-from experiments.lm_runs import eval_windows, nll_function, restore_lm
+from lexlm.errors import ConfigError
 from lexlm.eval import accumulate_nll
 from lexlm.eval import in_context as ic
 from lexlm.eval.probe import accuracy_by_position, fit_softmax_probe
+from lexlm.proj.lm.evaluate import eval_windows, nll_function
+from lexlm.proj.lm.run import restore_lm
 
 SPECIAL_IDS = 3  # pad, eos, unk keep their ids under a cipher
 MAX_REFERENCE_VOCAB = 4096
 
 
+@contextlib.contextmanager
+def params_context(params):
+    """The mesh and logical rules of restored (sharded) parameters, for a jitted model call
+    (as ``lexlm.proj.lm.evaluate.nll_function`` does); nothing for host parameters."""
+    from flax import linen as nn
+
+    from lexlm.eval import params_mesh
+    from lexlm.train import sharding as shd
+
+    mesh = params_mesh(params)
+    if mesh is None:
+        yield
+        return
+    with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
+        yield
+
+
 # ----------------------------------------------------------------------------- finding 1
 
 
-def position_table(std: list, lex: list, buckets, references: dict | None = None) -> list[dict]:
+def position_table(
+    std: Float[np.ndarray, " T"] | Sequence[float],
+    lex: Float[np.ndarray, " T"] | Sequence[float],
+    buckets,
+    references: dict | None = None,
+) -> list[dict]:
     """Rows per position bucket: mean standard and lexinvariant loss, their perplexity ratio
     exp(lex - std), and the mean of every per-position reference curve in ``references``.
 
@@ -54,7 +87,7 @@ def position_table(std: list, lex: list, buckets, references: dict | None = None
     return rows
 
 
-def references(test: dict, validation: dict, vocab_size: int, widths) -> dict[str, np.ndarray]:
+def references(test: dict, validation: dict, vocab_size: int, widths) -> dict[str, list]:
     """The no-training reference curves of finding 1 on the ``test`` windows: the in-context
     count model; the bag-of-tokens readout (scale chosen on ``validation``) with exact rows and
     with random rows of each width in ``widths``; and the count model's log-probabilities read
@@ -63,59 +96,65 @@ def references(test: dict, validation: dict, vocab_size: int, widths) -> dict[st
     The random-row references build a [V, V] Gram matrix per window, so they are skipped for
     vocabularies above ``MAX_REFERENCE_VOCAB``."""
     out = {"in_context_unigram": ic.in_context_unigram_nll(test, vocab_size)}
-    if vocab_size > MAX_REFERENCE_VOCAB:
-        return out
-    beta = ic.best_bag_scale(validation, vocab_size, None)
-    out["bag_of_tokens"] = ic.bag_of_tokens_nll(test, vocab_size, beta)
-    for d in widths:
-        d = int(d)
-        beta_d = ic.best_bag_scale(validation, vocab_size, d)
-        out[f"bag_of_tokens_d{d}"] = ic.bag_of_tokens_nll(test, vocab_size, beta_d, d)
-        out[f"unigram_readout_d{d}"] = ic.random_readout_unigram_nll(test, vocab_size, d)
-    return out
+    if vocab_size <= MAX_REFERENCE_VOCAB:
+        beta = ic.best_bag_scale(validation, vocab_size, None)
+        out["bag_of_tokens"] = ic.bag_of_tokens_nll(test, vocab_size, beta)
+        for d in widths:
+            d = int(d)
+            beta_d = ic.best_bag_scale(validation, vocab_size, d)
+            out[f"bag_of_tokens_d{d}"] = ic.bag_of_tokens_nll(test, vocab_size, beta_d, d)
+            out[f"unigram_readout_d{d}"] = ic.random_readout_unigram_nll(test, vocab_size, d)
+    return {k: np.asarray(v, np.float64).tolist() for k, v in out.items()}
 
 
 # ----------------------------------------------------------------------------- mechanism
 
 
-def mechanism_check(workdir, span: int, max_windows: int, draws: int, split: str = "test"):
-    """Loss on the first and second copy of repeated real spans (``lexlm.eval.in_context``)."""
-    model, params, tok, cfg, _ = restore_lm(workdir)
-    windows = eval_windows(cfg, tok, split, max_windows)
+def mechanism_check(run_dir, cfg, step: int, span: int, max_windows: int, draws: int) -> dict:
+    """Loss on the first and second copy of repeated real test spans
+    (``lexlm.eval.in_context``); random-embedding models average ``draws`` draws."""
+    model, params, tok, _, _ = restore_lm(run_dir, step)
+    windows = eval_windows(cfg, tok, "test", max_windows)
     rep = ic.repeated_span_windows(windows, span)
     bs = int(cfg.eval.batch_size)
     draws = draws if model.cfg.embedding != "learned" else 1
     sums = accumulate_nll(nll_function(model, params), rep, bs, jax.random.key(7), draws)
     per_pos = sums.by_position / np.maximum(sums.count_by_position, 1.0)
     out = ic.copy_gain(per_pos, span)
-    out.update(span=span, windows=int(rep["inputs"].shape[0]))
+    out.update(span=int(span), windows=int(rep["inputs"].shape[0]))
     return out
 
 
-def attention_patterns(workdir, windows_n: int = 16, split: str = "validation") -> dict:
+def attention_patterns(run_dir, cfg, step: int, n_windows: int) -> dict:
     """Per layer and head: attention mass on self / previous / same-token-earlier / induction
-    positions (``lexlm.eval.attention_stats``) on real windows, with one random-table draw."""
+    positions (``lexlm.eval.attention_stats``) on validation windows, one random-table draw."""
     from lexlm.eval.attention_stats import attention_pattern_stats
     from lexlm.train.lm_task import embedding_inputs
 
-    model, params, tok, cfg, _ = restore_lm(workdir)
-    x = eval_windows(cfg, tok, split, windows_n)["inputs"]
-    extra = embedding_inputs(model.cfg, jax.random.key(0), x.shape[0], train=False)
-    _, state = model.apply(
-        {"params": params},
-        jnp.asarray(x),
-        capture_intermediates=False,
-        mutable=["intermediates"],
-        **extra,
-    )
-    t_len = x.shape[1]
-    causal = jnp.tril(jnp.ones((t_len, t_len), bool))
+    model, params, tok, _, _ = restore_lm(run_dir, step)
+    x = eval_windows(cfg, tok, "validation", n_windows)["inputs"]
+
+    @jax.jit
+    def weights_fn(params, tokens):
+        extra = embedding_inputs(model.cfg, jax.random.key(0), tokens.shape[0], train=False)
+        _, state = model.apply(
+            {"params": params}, tokens, capture_intermediates=False, mutable=["intermediates"],
+            **extra,
+        )  # fmt: skip
+        t_len = tokens.shape[1]
+        causal = jnp.tril(jnp.ones((t_len, t_len), bool))
+        out = []
+        for i in range(model.cfg.depth):
+            q, k = state["intermediates"][f"block_{i}"]["queries_keys"][0]
+            scores = jnp.einsum("bthk,bshk->bhts", q, k) / np.sqrt(q.shape[-1])
+            out.append(jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1))
+        return out
+
+    with params_context(params):
+        weights = weights_fn(params, jnp.asarray(x))
     out = {}
-    for i in range(model.cfg.depth):
-        q, k = state["intermediates"][f"block_{i}"]["queries_keys"][0]
-        scores = jnp.einsum("bthk,bshk->bhts", q, k) / np.sqrt(q.shape[-1])
-        weights = jax.nn.softmax(jnp.where(causal, scores, -jnp.inf), axis=-1)
-        out[f"block_{i}"] = attention_pattern_stats(np.asarray(weights), x)
+    for i, w in enumerate(weights):
+        out[f"block_{i}"] = attention_pattern_stats(np.asarray(w), x)
     return out
 
 
@@ -151,26 +190,24 @@ def paired_difference(plain, ciphered) -> dict:
 
 def mean_loss(nll_fn, windows, batch_size: int, key) -> float:
     sums = accumulate_nll(nll_fn, windows, batch_size, key, draws=1)
-    return sums.total_nats / max(sums.tokens, 1.0)
+    return float(sums.total_nats / max(sums.tokens, 1.0))
 
 
-def cipher_table(workdirs: dict, draws: int, split: str = "test") -> dict:
-    """Loss on plain vs enciphered held-out text, over ``draws`` cipher / embedding draws."""
-    results = {}
-    for name, wd in workdirs.items():
-        model, params, tok, cfg, _ = restore_lm(wd)
-        windows = eval_windows(cfg, tok, split, int(cfg.eval.max_windows))
-        nll_fn = nll_function(model, params)
-        bs = int(cfg.eval.batch_size)
-        plain, ciphered = [], []
-        for d in range(draws):
-            k_emb, k_cipher = jax.random.split(jax.random.key(1000 + d))
-            cipher = random_cipher(k_cipher, tok.vocab_size)
-            # Same embedding draw for plain and cipher text: the pairing removes draw noise.
-            plain.append(mean_loss(nll_fn, windows, bs, k_emb))
-            ciphered.append(mean_loss(nll_fn, encipher(windows, cipher), bs, k_emb))
-        results[name] = paired_difference(plain, ciphered)
-    return results
+def cipher_losses(run_dir, cfg, step: int, draws: int) -> dict:
+    """Loss on plain and on enciphered held-out test text for ``draws`` paired cipher /
+    embedding draws, and their paired difference (``paired_difference``)."""
+    model, params, tok, _, _ = restore_lm(run_dir, step)
+    windows = eval_windows(cfg, tok, "test", int(cfg.eval.max_windows))
+    nll_fn = nll_function(model, params)
+    bs = int(cfg.eval.batch_size)
+    plain, ciphered = [], []
+    for d in range(draws):
+        k_emb, k_cipher = jax.random.split(jax.random.key(1000 + d))
+        cipher = random_cipher(k_cipher, tok.vocab_size)
+        # Same embedding draw for plain and cipher text: the pairing removes draw noise.
+        plain.append(mean_loss(nll_fn, windows, bs, k_emb))
+        ciphered.append(mean_loss(nll_fn, encipher(windows, cipher), bs, k_emb))
+    return paired_difference(plain, ciphered)
 
 
 def layer_states(model, params, windows: dict, key, batch_size: int) -> list[np.ndarray]:
@@ -199,7 +236,8 @@ def layer_states(model, params, windows: dict, key, batch_size: int) -> list[np.
         pad = batch_size - toks.shape[0]
         if pad:
             toks = np.concatenate([toks, np.zeros((pad, toks.shape[1]), toks.dtype)])
-        hs = fn(jnp.asarray(toks), jax.random.fold_in(key, start))
+        with params_context(params):
+            hs = fn(jnp.asarray(toks), jax.random.fold_in(key, start))
         outs.append([np.asarray(h, np.float32)[: batch_size - pad] for h in hs])
     return [np.concatenate(per_layer) for per_layer in zip(*outs)]
 
@@ -222,24 +260,28 @@ def probe_features(model, params, windows, ciphers, seed: int, batch_size: int):
 
 
 def probe_l2_grid(l2) -> tuple[float, ...]:
-    """The probe config's ``l2``: one strength, or a grid to choose from on the dev cipher."""
-    grid = tuple(float(a) for a in (l2 if isinstance(l2, (tuple, list)) else (l2,)))
-    if not grid or min(grid) < 0:
-        raise ValueError(f"probe.l2: need strengths >= 0, got {l2!r}")
+    """The probe config's ``l2``: one strength, or a grid to choose from on the dev cipher;
+    a ``ConfigError`` naming ``probe.l2`` unless every strength is finite and >= 0."""
+    try:
+        grid = tuple(float(a) for a in (l2 if isinstance(l2, (tuple, list)) else (l2,)))
+    except (TypeError, ValueError):
+        raise ConfigError("probe.l2", f"must be strengths >= 0, got {l2!r}") from None
+    if not grid or not all(math.isfinite(a) and a >= 0 for a in grid):
+        raise ConfigError("probe.l2", f"must be finite strengths >= 0, got {l2!r}")
     return grid
 
 
-def decipher_probe(workdir, pc, buckets) -> dict:
+def decipher_probe(run_dir, cfg, step: int, pc, buckets) -> dict:
     """Softmax probe: hidden state at t (each layer) -> plaintext id of token t.
 
     ``pc``: the ``probe`` config (train_split, test_split, windows, train_ciphers,
     test_ciphers, steps, l2: one strength or a grid). Ciphers of the training and test sets are
     disjoint draws, and so are their texts (two splits). Each layer's L2 strength, and then
     ``best_layer``, are chosen by accuracy on the last training cipher held out of a first
-    fit, never on the test set. Baselines: the majority plaintext
-    id of the training set, and chance, one over the number of non-special types.
+    fit, never on the test set. Baselines: the majority plaintext id of the training set, and
+    chance, one over the number of non-special types.
     """
-    model, params, tok, cfg, _ = restore_lm(workdir)
+    model, params, tok, _, _ = restore_lm(run_dir, step)
     bs = int(cfg.eval.batch_size)
     v = tok.vocab_size
 

@@ -1,10 +1,10 @@
-"""Lexinvariant language models (Huang et al., NeurIPS 2023): runs and findings 1-2.
+"""The lexinvariant project's run: ``c.experiment`` picks findings 1-2 (here), the readout
+ablation (``ablation``) or the symbol tasks (``symbols``).
 
-The method is in ``lexlm.nn.lexinvariant``; the lexinvariant runs add the readout fixes of
-``LEXINVARIANT_MODEL`` (a learned logit scale and ``lexlm.nn.copy_readout``). For each corpus
-(prose, code) and unit (characters, subwords) this trains a standard LM and a lexinvariant
-LM of the same size on the same data, vocabulary and steps, and evaluates both from their
-checkpoints on held-out text:
+Findings 1-2. For each corpus (prose, code) and unit (characters, subwords) this trains a
+standard LM and a lexinvariant LM of the same size on the same data, vocabulary and steps
+(each an ``lm`` run, ``W/runs/<name>``), and evaluates both from their final checkpoints on
+held-out text:
 
 * Finding 1 (paper section 4.1, Fig. 2): loss by position in the context; the lexinvariant /
   standard perplexity ratio falls with position, in the paper faster on code. Reference
@@ -20,126 +20,67 @@ checkpoints on held-out text:
   to the plaintext token, trained under some ciphers and tested under disjoint ones on another
   split, measures how much of each token's identity the model infers from context.
 
-Run (every field, the data sources included, is overridable with ``--config.a.b=value``):
-
-    python -m experiments.lexinvariant --config experiments/lexinvariant.py:tiny --out results
-    python -m experiments.lexinvariant --config experiments/lexinvariant.py:small \\
-        --out results/lexinv_small --config.data.prose.source=files \\
-        --config.data.prose.files=my_corpus.txt
-
-Configs (``get_config(arg)``):
-
-* ``tiny``: prose (the embedded Lee corpus), characters and 512 BPE subwords, 2 x 128, context
-  128; part of the README's main job (a few minutes on 2 CPU cores).
-* ``small``: prose and code (the Python standard library, ``data.source='python_stdlib'``),
-  characters, context 512, 1200 steps of 8 x 512 per run (82 minutes for the four runs and
-  their findings on a 2-core machine shared with other jobs; 48 for the two lexinvariant runs
-  and the findings when the standard runs exist).
-* ``paper``: 12 x 1024 (~150M parameters), context 512, characters and 32k subwords,
-  wiki40b/en through TFDS: for TPU/GPU.
+Every run's identity is checked before any run is written or trained, so a changed config is
+refused with the workdir unchanged. ``reuse`` maps a run name to an existing run directory
+(the main job hands over its baseline LM as ``learned_char``); it must hold a finished run
+of exactly the config built here (``check_lm_run``), else a ``StaleResultError``.
 """
 
 from __future__ import annotations
 
-import json
+import math
+import time
 
 import ml_collections
 
-from experiments import lm as lm_experiment
-from experiments.lm_runs import (
-    eval_windows,
-    evaluate_run,
-    latest_eval,
-    load_run,
-    train_run,
-)
+from lexlm.errors import ConfigError, StaleResultError
+from lexlm.experiment import checks, store
+from lexlm.experiment import identity as ident
 from lexlm.paths import as_path
+from lexlm.proj.lexinvariant.config import CORPORA, UNITS
+from lexlm.proj.lm.run import check_lm_run, latest_step, lm_config, train_to_end, validate_run
 
 EMBEDDINGS = ("learned", "lexinvariant")
-
-# Model fields of the lexinvariant runs only: the readout fixes. A learned logit scale (which
-# LMConfig's logit_scale='auto' already turns on for random rows, spelled out so that the
-# run's config.json says what was used) and the copy readout (lexlm.nn.copy_readout). The
-# README's ablation shows how they were chosen; the standard LM keeps the plain tied readout.
-LEXINVARIANT_MODEL = dict(logit_scale="learned", copy_readout=True)
+MODEL_NAMES = {"learned": "standard", "lexinvariant": "lexinvariant"}
 
 
-def paper_base() -> ml_collections.ConfigDict:
-    """The paper-scale LM run: ~150M parameters, context 512, wiki40b/en, 250K steps."""
-    base = lm_experiment.get_config("150m")
-    base.seq_len = 512
-    base.data.source = "tfds"
-    base.data.tfds_name = "wiki40b/en"
-    base.train.steps = 250_000
-    return base
+# ----------------------------------------------------------------------------- configs
 
 
-def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
-    arg = arg or "tiny"
-    if arg not in ("tiny", "small", "paper"):
-        raise ValueError(
-            f"experiments/lexinvariant.py: unknown config {arg!r}; use tiny|small|paper"
-        )
-    base = paper_base() if arg == "paper" else lm_experiment.get_config("tiny")
-    code = base.data.copy_and_resolve_references()
-    code.source = "python_stdlib"
-    c = ml_collections.ConfigDict()
-    c.experiment = "lexinvariant"
-    c.corpora = ("prose",)  # which of c.data to run
-    c.data = ml_collections.ConfigDict({"prose": base.data, "code": code})
-    c.units = ("char", "subword")
-    c.subword_vocab = 512
-    c.subword_steps = 300
-    c.lexinvariant_model = dict(LEXINVARIANT_MODEL)  # model fields of the lexinvariant runs
-    c.position_buckets = (1, 4, 16, 32, 64)  # left edges; the last runs to seq_len
-    c.readout_widths = ()  # widths of the random-row references; () = the model's width
-    c.cipher_draws = 8
-    c.mechanism = ml_collections.ConfigDict(dict(span=64, windows=64, draws=2))
-    c.probe = ml_collections.ConfigDict(
-        dict(
-            train_split="validation",
-            test_split="test",
-            windows=48,
-            train_ciphers=6,
-            test_ciphers=2,
-            steps=50,  # full-batch L-BFGS iterations per fit
-            l2=(1e-4, 1e-3, 1e-2, 1e-1),  # chosen per layer on a held-out training cipher
-        )
-    )
-    if arg in ("small", "paper"):
-        c.position_buckets = (1, 4, 16, 32, 64, 128, 257)
-    if arg == "small":
-        c.corpora = ("prose", "code")
-        c.units = ("char",)
-        base.seq_len = 512
-        base.model.update(width=128, depth=2, heads=4)
-        base.train.update(steps=1200, batch_size=8, ckpt_every=400, log_every=50)
-        base.eval.update(max_windows=128, batch_size=16)
-        c.mechanism.update(span=256, windows=32)
-        c.probe.update(windows=16)
-    if arg == "paper":
-        c.units = ("char", "subword")
-        c.subword_vocab, c.subword_steps = 32000, 250_000
-        c.mechanism.update(span=256, windows=256, draws=4)
-        c.probe.update(windows=256, train_ciphers=16, test_ciphers=4, steps=100)
-    del base.data  # each corpus has its own data block in c.data
-    c.base = base
-    return c
+def lm_run_config(c, data) -> ml_collections.ConfigDict:
+    """An ``lm`` run config (``lexlm.proj.lm.config.base_config``) with the experiment's
+    data block ``data`` and its ``seq_len``, ``model``, ``train`` and ``eval`` blocks."""
+    from lexlm.proj.lm.config import base_config
+
+    cfg = base_config()
+    cfg.data = data.copy_and_resolve_references()
+    cfg.seq_len = int(c.seq_len)
+    cfg.model = c.model.copy_and_resolve_references()
+    cfg.train = c.train.copy_and_resolve_references()
+    cfg.eval = c.eval.copy_and_resolve_references()
+    for block in ("data", "model", "train", "eval"):
+        cfg[block].unlock()  # config_flags locks the experiment config; a run adds fields
+    return cfg
 
 
-def run_config(c, unit: str, embedding: str, corpus: str = "prose") -> ml_collections.ConfigDict:
-    """The LM config of one run: the base config with the corpus, unit and embedding."""
-    if corpus not in c.data:
-        raise ValueError(f"corpora: {corpus!r} is not one of data's {tuple(c.data)}")
-    cfg = c.base.copy_and_resolve_references()
-    cfg.unlock()  # config_flags locks the experiment config; a run's copy gains `data`
-    cfg.data = c.data[corpus].copy_and_resolve_references()
-    cfg.experiment = "lexinvariant"
+def corpora(c) -> list[str]:
+    return checks.names(c.corpora, tuple(CORPORA), "corpora")
+
+
+def units(c) -> list[str]:
+    return checks.names(c.units, UNITS, "units")
+
+
+def run_config(c, corpus: str, unit: str, embedding: str) -> ml_collections.ConfigDict:
+    """The LM config of one findings run: the corpus's data block, the unit, the embedding
+    (and the readout fixes of ``lexinvariant_model`` for lexinvariant runs)."""
+    if corpus not in CORPORA:
+        raise ConfigError("corpora", f"unknown {corpus!r}; choose from {', '.join(CORPORA)}")
+    cfg = lm_run_config(c, c[CORPORA[corpus]])
     cfg.data.unit = unit
     cfg.model.embedding = embedding
     if embedding != "learned":
         cfg.model.update(dict(c.lexinvariant_model))
-        cfg.eval.draws = max(int(cfg.eval.draws), 4)
     if unit == "subword":
         cfg.data.vocab_size = int(c.subword_vocab)
         cfg.train.steps = int(c.subword_steps)
@@ -152,112 +93,308 @@ def run_name(corpus: str, unit: str, embedding: str) -> str:
     return f"{embedding}_{unit}" if corpus == "prose" else f"{embedding}_{corpus}_{unit}"
 
 
-def validate_experiment(c) -> None:
-    """Every run's config, before anything trains."""
-    from experiments.lm_runs import validate
-
-    for corpus in c.corpora:
-        for unit in c.units:
+def run_specs(c) -> list[dict]:
+    """Every findings run: {'key' (corpus/unit), 'corpus', 'unit', 'embedding', 'name', 'cfg'}."""
+    out = []
+    for corpus in corpora(c):
+        for unit in units(c):
             for emb in EMBEDDINGS:
-                validate(run_config(c, unit, emb, corpus))
+                out.append(
+                    dict(
+                        key=f"{corpus}/{unit}",
+                        corpus=corpus,
+                        unit=unit,
+                        embedding=emb,
+                        name=run_name(corpus, unit, emb),
+                        cfg=run_config(c, corpus, unit, emb),
+                    )
+                )
+    return out
 
 
-def train_and_evaluate(cfg, wd) -> dict:
-    """Trains (or resumes) a run and evaluates its final step on validation and test, once.
-
-    Done means: both splits evaluated at step ``train.steps`` (an evaluation of an older step,
-    from ``experiments.evaluate --step``, does not count)."""
-    final = int(cfg.train.steps)
-    if latest_eval(wd, "test", final) is None or latest_eval(wd, "validation", final) is None:
-        result = train_run(cfg, wd)
-        if result.stopped_by != "steps":
-            raise RuntimeError(f"{wd}: training was interrupted ({result.stopped_by})")
-        evaluate_run(wd, split="validation", step=final)
-        evaluate_run(wd, split="test", step=final)
-    return latest_eval(wd, "test", final)
+def validate_runs(configs) -> None:
+    """``validate_run`` on every run config (its fields are named as the experiment's)."""
+    for cfg in configs:
+        validate_run(cfg)
 
 
-def run(c, out, reuse: dict | None = None) -> dict:
-    """Trains the runs (resuming any that exist), evaluates them and returns all findings.
+def validate_data_blocks(c, names) -> None:
+    """Each data block as its own field (``code_data.files``, not the run's ``data.files``)."""
+    from lexlm.data.config import validate_data_config
 
-    ``reuse`` maps a run name (``run_name``) to an existing run directory with the same config
-    (the main job reuses its baseline character LM as the standard LM here).
-    """
-    from experiments import lexinvariant_findings as lf
-    from experiments.lexinvariant_report import plot_curves
+    for name in names:
+        try:
+            validate_data_config(c[name])
+        except ConfigError as e:
+            raise ConfigError(
+                f"{name}.{e.field.removeprefix('data.')}", str(e).partition(": ")[2]
+            ) from None
 
-    out = as_path(out)
+
+def validate_findings(c) -> None:
+    """The findings' own fields, then every run's LM config."""
+    corpora(c)
+    units(c)
+    validate_data_blocks(c, CORPORA.values())
+    for name in CORPORA.values():
+        if str(c[name].unit) != "char":
+            raise ConfigError(
+                f"{name}.unit", f"is set per run by units ({c.units!r}): leave it 'char'"
+            )
+    checks.integer(c.subword_vocab, "subword_vocab", 260)
+    checks.integer(c.subword_steps, "subword_steps", 1)
+    model_fields = set(c.model.keys())
+    for key in c.lexinvariant_model.keys():
+        if key not in model_fields:
+            raise ConfigError(f"lexinvariant_model.{key}", "is not a model field")
+    edges = [checks.integer(e, "position_buckets", 1) for e in c.position_buckets]
+    if not edges or edges != sorted(set(edges)):
+        raise ConfigError("position_buckets", f"must be ascending positions, got {edges}")
+    for w in c.readout_widths:
+        checks.integer(w, "readout_widths", 1)
+    checks.integer(c.cipher_draws, "cipher_draws", 1)
+    span = checks.integer(c.mechanism.span, "mechanism.span", 2)
+    if 2 * span > int(c.seq_len):
+        raise ConfigError(
+            "mechanism.span", f"two copies of {span} tokens exceed seq_len={c.seq_len}"
+        )
+    checks.integer(c.mechanism.windows, "mechanism.windows", 1)
+    checks.integer(c.mechanism.draws, "mechanism.draws", 1)
+    checks.integer(c.attention_windows, "attention_windows", 1)
+    validate_probe(c.probe)
+    validate_runs(s["cfg"] for s in run_specs(c))
+
+
+def validate_probe(pc) -> None:
+    from lexlm.data.config import SPLITS
+    from lexlm.proj.lexinvariant.evaluate import probe_l2_grid
+
+    for name in ("train_split", "test_split"):
+        if pc[name] not in SPLITS:
+            raise ConfigError(f"probe.{name}", f"unknown {pc[name]!r}; splits: {SPLITS}")
+    if pc.train_split == pc.test_split:
+        raise ConfigError("probe.test_split", "must differ from probe.train_split")
+    checks.integer(pc.windows, "probe.windows", 1)
+    # the last training cipher is held out to choose the layer and the L2 strength
+    checks.integer(pc.train_ciphers, "probe.train_ciphers", 2)
+    checks.integer(pc.test_ciphers, "probe.test_ciphers", 1)
+    checks.integer(pc.steps, "probe.steps", 1)
+    probe_l2_grid(pc.l2)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def check_runs(wd: store.Workdir, specs, reuse: dict | None = None) -> dict:
+    """Run name -> run directory, every one checked (read-only) before anything is written:
+    a run of another config is a ``StaleResultError``; a reused one must be finished."""
+    reuse = dict(reuse or {})
+    unknown = sorted(set(reuse) - {s["name"] for s in specs})
+    if unknown:
+        raise ConfigError("reuse", f"no run named {', '.join(unknown)} in this experiment")
+    dirs = {}
+    for s in specs:
+        name, cfg = s["name"], s["cfg"]
+        if name in reuse:
+            run_dir = as_path(reuse[name])
+            if not check_lm_run(cfg, run_dir):
+                raise StaleResultError(f"{run_dir} holds no run to reuse as {name}")
+            if (latest_step(run_dir) or 0) < int(cfg.train.steps):
+                raise StaleResultError(
+                    f"{run_dir} is not trained to step {cfg.train.steps}: cannot reuse it as {name}"
+                )
+        else:
+            run_dir = wd.run(name)
+            check_lm_run(cfg, run_dir)
+        dirs[name] = run_dir
+    return dirs
+
+
+def train(wd: store.Workdir, name: str, cfg, run_dir, reused: bool = False, **kwargs) -> None:
+    """Trains (or resumes) one run to its end; wall time and rate go to ``wd.timings``."""
+    if reused:
+        return
+    t0 = time.perf_counter()
+    result = train_to_end(cfg, run_dir, **kwargs)
+    if result.history:
+        rates = sorted(h["tokens_per_s"] for h in result.history[1:]) or [float("nan")]
+        wd.timings[name] = {"train_s": round(time.perf_counter() - t0, 1),
+                            "tokens_per_s": rates[len(rates) // 2]}  # fmt: skip
+
+
+def evaluation(run_dir, split: str, step: int, settings: dict, compute):
+    """A findings computation of a run's checkpoint, saved in its ``evals/``."""
+    return store.evaluation(run_dir, split, step, settings, compute)
+
+
+def run_facts(cfg, run_dir) -> dict:
+    """Size facts of one run for the report: vocabulary, parameters, steps."""
+    from lexlm.proj.lm.run import load_run
+
+    vocab = load_run(run_dir)[1].vocab_size
+    model_cfg = lm_config(cfg, vocab)
+    return {
+        "vocab_size": int(vocab),
+        "params": int(model_cfg.param_count()),
+        "steps": int(cfg.train.steps),
+    }
+
+
+# ----------------------------------------------------------------------------- findings 1-2
+
+
+def checkpoint_findings(c, cfg, run_dir, step: int) -> dict:
+    """Mechanism check, attention patterns and cipher losses of one run's checkpoint, each
+    saved in the run's ``evals/`` under its settings."""
+    from functools import partial
+
+    from lexlm.proj.lexinvariant import evaluate as ev
+
+    m, bs = c.mechanism, int(cfg.eval.batch_size)
+    span, n_win, draws = int(m.span), int(m.windows), int(m.draws)
+    n_att, n_ciph = int(c.attention_windows), int(c.cipher_draws)
+    return {
+        "mechanism": evaluation(
+            run_dir, "test", step,
+            {"kind": "mechanism", "span": span, "windows": n_win, "draws": draws,
+             "batch_size": bs},
+            partial(ev.mechanism_check, run_dir, cfg, step, span, n_win, draws),
+        ),
+        "attention": evaluation(
+            run_dir, "validation", step, {"kind": "attention", "windows": n_att},
+            partial(ev.attention_patterns, run_dir, cfg, step, n_att),
+        ),
+        "cipher": evaluation(
+            run_dir, "test", step,
+            {"kind": "cipher", "draws": n_ciph, "max_windows": int(cfg.eval.max_windows),
+             "batch_size": bs},
+            partial(ev.cipher_losses, run_dir, cfg, step, n_ciph),
+        ),
+    }  # fmt: skip
+
+
+def probe_findings(c, cfg, run_dir, step: int) -> dict:
+    """The deciphering probe of one lexinvariant run's checkpoint (saved in its ``evals/``)."""
+    from functools import partial
+
+    from lexlm.proj.lexinvariant import evaluate as ev
+
+    pc = c.probe
+    buckets = [int(b) for b in c.position_buckets]
+    settings = {"kind": "probe", **pc.to_dict(), "buckets": buckets,
+                "batch_size": int(cfg.eval.batch_size)}  # fmt: skip
+    compute = partial(ev.decipher_probe, run_dir, cfg, step, pc, buckets)
+    return evaluation(run_dir, str(pc.test_split), step, settings, compute)
+
+
+def reference_curves(c, wd: store.Workdir, cfg, tok) -> dict:
+    """The no-training references of finding 1 on the run's data, computed once per data,
+    tokenizer and window settings (``W/cache``)."""
+    from lexlm.proj.lexinvariant import evaluate as ev
+    from lexlm.proj.lm.evaluate import eval_windows
+
+    widths = tuple(int(w) for w in c.readout_widths) or (int(c.model.width),)
+    n = int(cfg.eval.max_windows)
+
+    def compute():
+        test = eval_windows(cfg, tok, "test", n)
+        return ev.references(test, eval_windows(cfg, tok, "validation", n), tok.vocab_size, widths)
+
+    fields = {
+        "tokenizer": ident.fields(cfg.data),
+        "seq_len": int(cfg.seq_len),
+        "max_windows": n,
+        "widths": list(widths),
+    }
+    return wd.cached("references", fields, compute)
+
+
+def finding1(c, evals: dict, refs: dict, vocab_size: int) -> dict:
+    from lexlm.proj.lexinvariant import evaluate as ev
+
+    std, lex = evals["learned"]["loss_by_position"], evals["lexinvariant"]["loss_by_position"]
+    return {
+        **{
+            emb: {k: evals[emb][k] for k in ("loss", "perplexity", "bits_per_byte")}
+            for emb in EMBEDDINGS
+        },
+        "ln_v": math.log(vocab_size),
+        "table": ev.position_table(std, lex, c.position_buckets, refs),
+        "curves": {
+            "standard": std,
+            "lexinvariant": lex,
+            "in-context unigram": refs["in_context_unigram"],
+        },
+    }
+
+
+def findings_run(c, wd: store.Workdir, reuse: dict | None = None) -> dict:
+    from lexlm.proj.lm.evaluate import evaluate_run
+    from lexlm.proj.lm.run import load_run
+
+    specs = run_specs(c)
+    dirs = check_runs(wd, specs, reuse)
     reuse = reuse or {}
-    validate_experiment(c)
+    for s in specs:
+        train(wd, s["name"], s["cfg"], dirs[s["name"]], reused=s["name"] in reuse)
     findings: dict = {
+        "experiment": "findings",
+        "corpora": corpora(c),
+        "units": units(c),
+        "seq_len": int(c.seq_len),
+        "model": c.model.to_dict(),
+        "lexinvariant_model": dict(c.lexinvariant_model),
+        "batch_size": int(c.train.batch_size),
+        "eval_draws": int(c.eval.draws),
+        "runs": {},
         "finding1": {},
         "mechanism": {},
         "attention": {},
         "finding2": {},
         "probe": {},
     }
-    for corpus in c.corpora:
-        for unit in c.units:
-            key = f"{corpus}/{unit}"
-            dirs, evals = {}, {}
-            for emb in EMBEDDINGS:
-                name = run_name(corpus, unit, emb)
-                wd = reuse.get(name) or out / "runs" / name
-                evals[emb] = train_and_evaluate(run_config(c, unit, emb, corpus), wd)
-                dirs[emb] = wd
-            cfg_std, tok = load_run(dirs["learned"])
-            refs = lf.references(
-                eval_windows(cfg_std, tok, "test", int(cfg_std.eval.max_windows)),
-                eval_windows(cfg_std, tok, "validation", int(cfg_std.eval.max_windows)),
-                tok.vocab_size,
-                tuple(c.readout_widths) or (int(c.base.model.width),),
+    for key in dict.fromkeys(s["key"] for s in specs):
+        pair = {s["embedding"]: s for s in specs if s["key"] == key}
+        cfgs = {emb: pair[emb]["cfg"] for emb in EMBEDDINGS}
+        rdirs = {emb: dirs[pair[emb]["name"]] for emb in EMBEDDINGS}
+        step = {emb: int(cfgs[emb].train.steps) for emb in EMBEDDINGS}
+        findings["runs"][key] = {
+            emb: {"name": pair[emb]["name"], **run_facts(cfgs[emb], rdirs[emb])}
+            for emb in EMBEDDINGS
+        }
+        evals = {emb: evaluate_run(rdirs[emb], "test", step[emb]) for emb in EMBEDDINGS}
+        tok = load_run(rdirs["learned"])[1]
+        refs = reference_curves(c, wd, cfgs["learned"], tok)
+        findings["finding1"][key] = finding1(c, evals, refs, tok.vocab_size)
+        per_run = {
+            emb: checkpoint_findings(c, cfgs[emb], rdirs[emb], step[emb]) for emb in EMBEDDINGS
+        }
+        findings["mechanism"][key] = {emb: per_run[emb]["mechanism"] for emb in EMBEDDINGS}
+        findings["attention"][key] = {emb: per_run[emb]["attention"] for emb in EMBEDDINGS}
+        findings["finding2"][key] = {MODEL_NAMES[emb]: per_run[emb]["cipher"] for emb in EMBEDDINGS}
+        if pair["lexinvariant"]["unit"] == units(c)[0]:
+            findings["probe"][key] = probe_findings(
+                c, cfgs["lexinvariant"], rdirs["lexinvariant"], step["lexinvariant"]
             )
-            findings["finding1"][key] = {
-                emb: {k: evals[emb][k] for k in ("loss", "perplexity", "bits_per_byte")}
-                for emb in EMBEDDINGS
-            }
-            findings["finding1"][key]["table"] = lf.position_table(
-                evals["learned"]["loss_by_position"],
-                evals["lexinvariant"]["loss_by_position"],
-                c.position_buckets,
-                refs,
-            )
-            plot_curves(
-                {
-                    "standard": evals["learned"]["loss_by_position"],
-                    "lexinvariant": evals["lexinvariant"]["loss_by_position"],
-                    "in-context unigram": refs["in_context_unigram"],
-                },
-                out / f"lexinv_loss_by_position_{corpus}_{unit}.png",
-                title=f"{corpus}, {unit}",
-            )
-            m = c.mechanism
-            findings["mechanism"][key] = {
-                emb: lf.mechanism_check(dirs[emb], int(m.span), int(m.windows), int(m.draws))
-                for emb in EMBEDDINGS
-            }
-            findings["attention"][key] = {
-                emb: lf.attention_patterns(dirs[emb]) for emb in EMBEDDINGS
-            }
-            findings["finding2"][key] = lf.cipher_table(
-                {"standard": dirs["learned"], "lexinvariant": dirs["lexinvariant"]},
-                int(c.cipher_draws),
-            )
-            if unit == c.units[0]:
-                findings["probe"][key] = lf.decipher_probe(
-                    dirs["lexinvariant"], c.probe, c.position_buckets
-                )
-    (out / "lexinvariant.json").write_text(json.dumps(findings, indent=1))
     return findings
 
 
-def report_section(findings: dict) -> str:
-    from experiments.lexinvariant_report import report_section as section
-
-    return section(findings)
+# ----------------------------------------------------------------------------- dispatch
 
 
-if __name__ == "__main__":
-    from experiments.cli import launch
+def run(c, wd: store.Workdir, reuse: dict | None = None) -> dict:
+    """Runs the experiment ``c.experiment`` names into ``wd``; returns its findings."""
+    experiment = str(c.experiment)
+    if experiment == "ablation":
+        from lexlm.proj.lexinvariant.ablation import ablation_run
 
-    launch(run, report_section, "lexinvariant.md", "experiments/lexinvariant.py:tiny")
+        if reuse:
+            raise ConfigError("reuse", "the ablation reuses no runs")
+        return ablation_run(c, wd)
+    if experiment == "symbols":
+        from lexlm.proj.lexinvariant.symbols import symbols_run
+
+        if reuse:
+            raise ConfigError("reuse", "the symbol tasks reuse no runs")
+        return symbols_run(c, wd)
+    return findings_run(c, wd, reuse)

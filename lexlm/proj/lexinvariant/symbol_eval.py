@@ -1,4 +1,4 @@
-"""Evaluation of the symbol-task runs of ``experiments.lexinv_symbols``, from their checkpoints.
+"""Scoring of the symbol-task runs (``lexlm.proj.lexinvariant.symbols``) from their checkpoints.
 
 How accuracy is scored:
 
@@ -18,41 +18,20 @@ How accuracy is scored:
   negatives; and, as ``heldout_random_rows``, with the held-out symbols' rows replaced by
   per-sequence random rows (a semi mask True exactly on those ids), the way one would give such
   a model fresh symbols.
-* Natural text: test-split loss and perplexity through ``lexlm.eval.accumulate_nll`` over
-  ``lm_eval_windows``, as ``experiments.lm_runs.evaluate_run`` computes them for other runs.
+
+Natural-text metrics come from ``lexlm.proj.lm.evaluate`` like any ``lm`` run's.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.lm_runs import load_run, restore_lm
 from lexlm.data.symbol_tasks import SymbolLayout, as_lengths, task_rows
-from lexlm.errors import CheckpointError
-from lexlm.paths import as_path
-
-LAYOUT_FILE = "symbols.json"  # the run's SymbolLayout, written when it starts training
-
-
-def restore_symbol_lm(workdir: str | os.PathLike, step: int | None = None):
-    """(model, params, tokenizer, layout, cfg, step). The model vocabulary is the tokenizer's
-    plus the symbols, read from the run's ``symbols.json``."""
-    workdir = as_path(workdir)
-    _, tok = load_run(workdir)
-    path = workdir / LAYOUT_FILE
-    if not path.exists():
-        raise CheckpointError(f"{workdir}: no {LAYOUT_FILE} (not a symbol-task run)")
-    layout = SymbolLayout.from_json(json.loads(path.read_text()))
-    if layout.text_vocab != tok.vocab_size:
-        raise CheckpointError(f"{workdir}: {LAYOUT_FILE} does not match the tokenizer")
-    model, params, tok, cfg, restored = restore_lm(workdir, step, vocab_size=layout.vocab_size)
-    return model, params, tok, layout, cfg, restored
+from lexlm.experiment import store
 
 
 def semi_twin(cfg):
@@ -123,16 +102,18 @@ def symbol_accuracy(correct_fn, rows: dict, key, draws: int, batch_size: int) ->
     return correct / max(total, 1)
 
 
-def eval_task_rows(c, layout: SymbolLayout, seq_len: int) -> dict[str, dict[str, dict]]:
-    """{symbol set: {task: rows}}, seeded by ``c.eval_seed`` alone: the same for every model."""
+def eval_task_rows(
+    sc, tasks, lengths, layout: SymbolLayout, seq_len: int
+) -> dict[str, dict[str, dict]]:
+    """{symbol set: {task: rows}}, seeded by ``sc.eval_seed`` alone: the same for every model."""
     out: dict[str, dict[str, dict]] = {}
-    lengths = as_lengths(c.lengths)
+    lengths = as_lengths(lengths)
     for s, (name, ids) in enumerate((("heldout", layout.heldout_ids), ("train", layout.train_ids))):
         out[name] = {}
-        for t, task in enumerate(c.tasks):
-            rng = np.random.default_rng([int(c.eval_seed), s, t])
+        for t, task in enumerate(tasks):
+            rng = np.random.default_rng([int(sc.eval_seed), s, t])
             out[name][task] = task_rows(
-                rng, ids, seq_len, int(c.eval_rows), layout.separators, (task,), lengths
+                rng, ids, seq_len, int(sc.eval_rows), layout.separators, (task,), lengths
             )
     return out
 
@@ -161,23 +142,34 @@ def _summary(per_task: dict[str, float]) -> dict[str, float]:
     return {**per_task, "mean": float(np.mean(list(per_task.values())))}
 
 
-def evaluate_symbol_run(c, workdir: str | os.PathLike) -> dict:
-    """Symbol-task accuracies and natural-text test metrics of one run, from its checkpoint.
+def settings(sc, cfg) -> dict:
+    """The scoring settings that change its numbers (with the run and the step)."""
+    return {
+        "kind": "symbols",
+        "tasks": str(cfg.symbols.tasks),
+        "lengths": {k: list(v) for k, v in as_lengths(cfg.symbols.lengths).items()},
+        "eval_rows": int(sc.eval_rows),
+        "eval_draws": int(sc.eval_draws),
+        "eval_seed": int(sc.eval_seed),
+        "batch_size": int(cfg.eval.batch_size),
+    }
 
-    Writes ``eval_symbols.json`` into the run directory and returns the same dict.
-    """
-    from experiments.lm_runs import eval_windows, nll_function
-    from lexlm.eval import accumulate_nll
+
+def score_symbol_run(sc, run_dir, cfg, step: int) -> dict:
+    """Symbol-task accuracies of one run's checkpoint ``step`` (``sc``: the experiment's
+    ``symbols`` block: eval_rows, eval_draws, eval_seed)."""
     from lexlm.nn import TransformerLM
+    from lexlm.proj.lexinvariant.symbols import layout_of
+    from lexlm.proj.lm.run import restore_lm
 
-    workdir = as_path(workdir)
-    model, params, tok, layout, cfg, step = restore_symbol_lm(workdir)
-    random_model = model.cfg.embedding != "learned" or model.cfg.semi_p > 0
+    model, params, tok, _, restored = restore_lm(run_dir, step)
+    layout = layout_of(cfg, tok)
     lexinv = model.cfg.embedding == "lexinvariant"
     bs = int(cfg.eval.batch_size)
-    key = jax.random.key(int(c.eval_seed))
-    rows = eval_task_rows(c, layout, int(cfg.seq_len))
-    draws = int(c.eval_draws) if lexinv else 1  # semi at p_eval = 0 is deterministic
+    key = jax.random.key(int(sc.eval_seed))
+    task_names = tuple(str(cfg.symbols.tasks).split(","))
+    rows = eval_task_rows(sc, task_names, cfg.symbols.lengths, layout, int(cfg.seq_len))
+    draws = int(sc.eval_draws) if lexinv else 1  # semi at p_eval = 0 is deterministic
     plain = correct_function(model, params)
     ids = {"heldout": layout.heldout_ids, "train": layout.train_ids}
     symbols = {
@@ -196,25 +188,25 @@ def evaluate_symbol_run(c, workdir: str | os.PathLike) -> dict:
         )
         symbols["heldout_random_rows"] = _summary(
             {
-                task: symbol_accuracy(randomised, r, key, int(c.eval_draws), bs)
+                task: symbol_accuracy(randomised, r, key, int(sc.eval_draws), bs)
                 for task, r in rows["heldout"].items()
             }
         )
-    windows = eval_windows(cfg, tok, "test", int(cfg.eval.max_windows))
-    text_draws = max(int(cfg.eval.draws), 1) if lexinv else 1
-    sums = accumulate_nll(nll_function(model, params), windows, bs, key, draws=text_draws)
-    text = sums.summary()
-    text.pop("loss_by_position")
-    result = {
+    return {
         "embedding": model.cfg.embedding,
-        "semi_p": model.cfg.semi_p if model.cfg.embedding == "semi" else 0.0,
-        "random_embedding_model": random_model,
-        "step": step,
+        "semi_p": float(model.cfg.semi_p) if model.cfg.embedding == "semi" else 0.0,
+        "step": int(restored),
         "symbol_draws": draws,
-        "text_draws": text_draws,
+        "text_draws": int(cfg.eval.draws),
         "symbols": symbols,
-        "test": text,
         "layout": layout.to_json(),
     }
-    (workdir / "eval_symbols.json").write_text(json.dumps(result, indent=1))
-    return result
+
+
+def evaluate_symbol_run(sc, run_dir, cfg, step: int) -> dict:
+    """``score_symbol_run``, saved in the run's ``evals/`` (read back when asked again)."""
+
+    def compute():
+        return score_symbol_run(sc, run_dir, cfg, step)
+
+    return store.evaluation(run_dir, "symbols", step, settings(sc, cfg), compute)

@@ -1,12 +1,10 @@
-"""The symbol-task section of the report: tables of findings 3 and 4 and the sweep plot.
-
-Both read the findings dict that ``experiments.lexinv_symbols.run`` returns (and saves as
-``lexinv_symbols.json``), so a report can be rebuilt from that file without the runs.
-"""
+"""The symbol-task report: tables of findings 3 and 4 and the sweep figure, from the findings
+of ``lexlm.proj.lexinvariant.symbols`` alone."""
 
 from __future__ import annotations
 
-from lexlm.paths import as_path
+import io
+import itertools
 
 
 def sweep_points(f: dict) -> list[tuple[float, str, dict]]:
@@ -18,8 +16,9 @@ def sweep_points(f: dict) -> list[tuple[float, str, dict]]:
     return sorted(pts, key=lambda x: x[0])
 
 
-def plot_sweep(f: dict, path) -> None:
-    """Test perplexity and mean symbol-task accuracy against p, with lexinvariant references."""
+def plot_sweep(f: dict) -> bytes:
+    """PNG: test perplexity and mean symbol-task accuracy against p, with lexinvariant
+    references."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,7 +47,7 @@ def plot_sweep(f: dict, path) -> None:
         )
         top.append(lex["symbols"]["heldout"]["mean"])
     a.set_xlabel("semi-lexinvariance p")
-    a.set_ylabel("test perplexity (per char)")
+    a.set_ylabel(f"test perplexity (per {f.get('unit', 'char')})")
     b.set_xlabel("semi-lexinvariance p")
     b.set_ylabel("symbol-task accuracy (mean)")
     # Small accuracies stay readable; a sweep that learned the tasks gets the full range.
@@ -57,31 +56,40 @@ def plot_sweep(f: dict, path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    with as_path(path).open("wb") as out:
-        fig.savefig(out, dpi=120, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png", metadata={"Software": None})
     plt.close(fig)
+    return buf.getvalue()
 
 
-def report_section(f: dict) -> str:
-    """Markdown for ``report.md``; it links the plot as ``lexinv_symbols_sweep.png``, which
-    ``run`` writes next to it."""
+def _monotone(values: list[float]) -> str:
+    if all(b > a for a, b in itertools.pairwise(values)):
+        return "rises monotonically"
+    if all(b < a for a, b in itertools.pairwise(values)):
+        return "falls monotonically"
+    return "is not monotone"
+
+
+def render_symbols(f: dict, provenance: dict, figures) -> str:
+    """Markdown of findings 3 and 4."""
     tasks = f["tasks"]
     runs = f["runs"]
     any_run = next(iter(runs.values()))
     lay = any_run["layout"]
     ch = lay["separator_chars"]
     pair, lk, cp, rv = ch["pair"], ch["lookup"], ch["copy"], ch["reverse"]
+    m = f["model"]
     lines = [
-        "## Lexinvariant LMs on in-context symbol tasks (Huang et al., 2023, findings 3-4)",
-        "",
-        f"{lay['n_symbols']} symbol ids appended to the {lay['text_vocab']}-character "
-        f"vocabulary; half are mixed into training as task rows, half are never seen in "
+        f"{m['depth']} layers x {m['width']} wide, context {f['seq_len']}, {f['steps']} steps "
+        f"per run, a fraction {f['mix_prob']:g} of the training rows replaced by task rows. "
+        f"{lay['n_symbols']} symbol ids appended to the {lay['text_vocab']}-{f['unit']} "
+        "vocabulary; half are mixed into training as task rows, half are never seen in "
         f"training. Tasks (symbols written without spaces, markers are characters): lookup "
         f"`k1v1{pair}k2v2{pair}...{lk}kj` -> `vj`, copy `s1...sn{cp}` -> `s1...sn`, reverse "
         f"`s1...sn{rv}` -> `sn...s1`; each row is a few-shot run of one task, instances "
         "separated by eos. Teacher-forced argmax accuracy over the full vocabulary at answer "
-        "positions; random-embedding models averaged over draws; all "
-        "models see the same evaluation rows.",
+        "positions; random-embedding models averaged over draws; all models see the same "
+        "evaluation rows.",
         "",
         "### Finding 3: symbols never seen in training",
         "",
@@ -100,7 +108,7 @@ def report_section(f: dict) -> str:
     )
     lines += [
         "",
-        "*Context guess*: uniform guess among the distinct symbols already in the row, the "
+        "*Context guess*: a uniform guess among the distinct symbols already in the row, the "
         "score of copying some symbol from the context without solving the task.",
         "",
         "Training symbols, per task:",
@@ -114,16 +122,17 @@ def report_section(f: dict) -> str:
     std, lex = runs.get("standard"), runs.get("lexinvariant")
     if std and lex:
         s, x = std["symbols"]["heldout"]["mean"], lex["symbols"]["heldout"]["mean"]
-        ratio = f"{x / s:.1f}x" if s > 0 else "unbounded (standard is at 0)"
-        lines += ["", f"Held-out mean accuracy, lexinvariant / standard: {ratio} (paper: ~4x)."]
+        ratio = f"{x / s:.1f}x" if s > 0 else "unbounded (the standard LM is at 0)"
+        lines += ["", f"Held-out mean accuracy, lexinvariant / standard: {ratio}."]
         best_train = max(r["symbols"]["train"]["mean"] for r in runs.values())
         if best_train <= g["train"]["mean"]:
             lines += [
                 "",
                 "**No model learned the tasks at this budget**: every model's accuracy on "
-                "*training* symbols is at or below the context-guess reference, so the ratio "
-                "above says only that the standard LM cannot emit a symbol it never saw, not "
-                "that the lexinvariant LM reasons in context.",
+                f"*training* symbols (at most {best_train:.3f}) is at or below the "
+                f"context-guess reference ({g['train']['mean']:.3f}), so the ratio above says "
+                "only that the standard LM cannot emit a symbol it never saw, not that the "
+                "lexinvariant LM reasons in context.",
             ]
     lines += [
         "",
@@ -132,11 +141,12 @@ def report_section(f: dict) -> str:
         "Semi models are evaluated with their learned table (p_eval = 0); the 'random rows' "
         "column instead gives the held-out symbols fresh per-sequence random rows.",
         "",
-        "| p | test loss (nats/char) | test perplexity | held-out acc | held-out acc, random "
-        "rows | training-symbol acc |",
+        f"| p | test loss (nats/{f['unit']}) | test perplexity | held-out acc | held-out acc, "
+        "random rows | training-symbol acc |",
         "|---|---|---|---|---|---|",
     ]
-    for p, _name, r in sweep_points(f):
+    pts = sweep_points(f)
+    for p, _name, r in pts:
         s = r["symbols"]
         lines.append(
             f"| {p:g} | {r['test']['loss']:.4f} | {r['test']['perplexity']:.3f} | "
@@ -149,8 +159,15 @@ def report_section(f: dict) -> str:
             f"| lexinvariant | {lex['test']['loss']:.4f} | {lex['test']['perplexity']:.3f} | "
             f"{s['heldout']['mean']:.3f} | n/a | {s['train']['mean']:.3f} |"
         )
-    total = f.get("timing_s", {}).get("total")
-    lines += ["", "![semi-lexinvariance sweep](lexinv_symbols_sweep.png)", ""]
-    if total:
-        lines += [f"This invocation took {total:.0f} s (finished runs are not retrained).", ""]
-    return "\n".join(lines)
+    if len(pts) > 1:
+        lines += [
+            "",
+            f"Natural-text test loss {_monotone([r['test']['loss'] for _, _, r in pts])} in p "
+            f"({pts[0][2]['test']['loss']:.4f} at p = 0, {pts[-1][2]['test']['loss']:.4f} at "
+            f"p = {pts[-1][0]:g}).",
+        ]
+    path = figures.save("symbols_sweep.png", plot_sweep(f))
+    lines += ["", f"![semi-lexinvariance sweep]({path})", ""]
+    from lexlm.proj.lexinvariant.report import timing_lines
+
+    return "\n".join(lines + timing_lines(provenance))
