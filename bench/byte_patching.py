@@ -4,9 +4,10 @@ about as many parameters, in one run.
     python -m bench.byte_patching --size shakespeare   # the grid's shakespeare sizes
     python -m bench.byte_patching --size tiny
 
-MegaByte (P = 4 and 8) and SpaceByte take the sizes of ``experiments/byte_patching.py`` at
-``--size``. The byte Transformer's width is chosen (``matched_width``: depth fixed, width a
-multiple of its head count) to bring its parameter count closest to the mean of the others.
+MegaByte (P = 4 and 8) and SpaceByte take the sizes of the ``byte_patching`` project's variant
+``--size`` (``lexlm.proj.byte_patching.config``). The byte Transformer's width is chosen
+(``matched_width``: depth fixed, width a multiple of its head count) to bring its parameter
+count closest to the mean of the others.
 It is ``lexlm.nn.spacebyte.SpaceByteLM`` with no global blocks and full attention: the same
 pre-LN blocks, learned positions and untied readout, and the same cached decoding, so the
 generation comparison is cache against cache.
@@ -37,15 +38,14 @@ from bench import common
 
 def model_configs(size: str) -> dict:
     """name -> (config, window) of the grid's sizes at ``size`` ('tiny' or 'shakespeare')."""
-    from experiments import byte_patching
-    from experiments import word_pooled_runs as runs
+    from lexlm.proj.byte_patching.config import get_config
     from lexlm.proj.lm.run import lm_config
+    from lexlm.proj.word_pooled.kinds import run_config
 
-    c = byte_patching.get_config(size)
-    if c.data.source == "files":
-        c.data.files = (__file__,)  # sizes only: no data is read
+    c = get_config(size)  # sizes only: no data is read
     return {
-        k: lm_config(runs.kind_config(c, k), 259) for k in ("megabyte4", "megabyte8", "spacebyte")
+        k: lm_config(run_config(c, k, steps=1), 259)
+        for k in ("megabyte4", "megabyte8", "spacebyte")
     }
 
 
@@ -82,11 +82,11 @@ def matched_width(target: int, depth: int, heads: int, window: int, count=param_
 
 def corpus_batch(batch: int, window: int) -> dict:
     """``batch`` windows of real bytes from the embedded corpus (inputs, targets, mask)."""
-    from experiments.lm import default_data_config
     from lexlm.data import open_split, read_documents
+    from lexlm.data.config import default_data_config
     from lexlm.text.tokenizers import ByteTokenizer
 
-    text = "\n\n".join(read_documents(open_split(default_data_config(), "train")))
+    text = "\n\n".join(read_documents(open_split(default_data_config("lee"), "train")))
     ids = ByteTokenizer().encode(text)
     starts = np.linspace(0, len(ids) - window - 2, batch).astype(int)
     rows = np.stack([ids[s : s + window + 1] for s in starts]).astype(np.int32)

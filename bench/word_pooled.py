@@ -39,7 +39,7 @@ ETOK_TRAIN_CHARS_S = 183.0
 ETOK_GEN_WORDS_S = 0.086
 
 SIZES = {
-    # tiny: experiments/word_pooled.py:tiny's models
+    # tiny: the word_pooled project's tiny variant's models
     "tiny": dict(
         wp=dict(width=64, prefix=4, enc_depth=1, enc_heads=2, lm_depth=2, lm_heads=4,
                 dec_depth=1, dec_heads=2, max_units=12, max_words=32),

@@ -33,6 +33,14 @@ SPACE = SpaceByteConfig(
 )  # fmt: skip
 
 
+@pytest.fixture(scope="module", autouse=True)
+def unoptimised_module():
+    """Most XLA optimisations off for the whole module: compiling is nearly all of these
+    tests' time, and the programs compute the same numbers (to float rounding)."""
+    with th.unoptimised_xla():
+        yield
+
+
 def unbox(tree):
     return jax.tree.map(
         lambda x: x.value if hasattr(x, "value") else x, tree, is_leaf=lambda x: hasattr(x, "value")
@@ -290,7 +298,7 @@ def test_byte_ngram_known_answers():
 
 # -- the experiment's findings --------------------------------------------------------------------
 def test_ordering_check_known_answers():
-    from experiments.byte_patching_report import ordering
+    from lexlm.proj.byte_patching.report import ordering
 
     bpb = {"subword": 1.0, "spacebyte": 1.1, "megabyte4": 1.3, "megabyte8": 1.2, "byte": 1.4}
     o = ordering({**bpb, "word_pooled": 1.15})
@@ -310,7 +318,7 @@ def test_ordering_check_known_answers():
 
 
 def test_findings_table_and_verdicts_from_two_grids():
-    from experiments import byte_patching_report as rep
+    from lexlm.proj.byte_patching import report as rep
 
     def grid(budget, bpb):
         rows = {
@@ -332,7 +340,11 @@ def test_findings_table_and_verdicts_from_two_grids():
     assert f["budgets"] == [1e11, 3e11] and list(f["rows"]) == ["byte", "spacebyte", "subword"]
     assert [r["bits_per_byte"] for r in f["rows"]["spacebyte"]] == [3.2, 2.6]
     assert [o["holds"] for o in f["orderings"]] == [False, True]
-    text = rep.section(f, "plot.png")
+    assert rep.bracket(3.0, ref["test_bits_per_byte_by_order"]).startswith("between the 2-gram")
+    assert rep.bracket(5.0, ref["test_bits_per_byte_by_order"]).startswith("above every")
+    assert rep.bracket(2.0, ref["test_bits_per_byte_by_order"]).startswith("below every")
+    lines = rep.table(f) + rep.budget_lines(f)
+    text = "\n".join(lines)
     assert "| SpaceByte | 1e+03 | 1e+06 | 3e+05 | 100 | 3.200 | 300 | 2.600 |" in text
     assert (
         "| count reference: byte 3-gram (Witten-Bell) | - | 0 | - | - | 2.900 | - | 2.900 |" in text
@@ -342,70 +354,43 @@ def test_findings_table_and_verdicts_from_two_grids():
     assert (
         "SpaceByte NOT < byte" in text and "At 3e+11 FLOPs, SpaceByte's ordering reproduces" in text
     )
+    assert "Best first: subword LM (2.200), SpaceByte (2.600), byte LM (2.800)." in text
+    assert "Below the count reference (2.900): subword LM, SpaceByte, byte LM." in text
+    assert "SpaceByte (2.600) lies below every count model, even the 3-gram (2.900)." in text
 
 
-def test_experiment_end_to_end_at_two_budgets(tmp_path, compile_once, unoptimised_xla):
-    """SpaceByte at two budgets of the embedded corpus (the other kinds share its path through
-    ``experiments.lm_runs``): matched FLOPs, evaluation from checkpoints, the count reference,
-    SpaceByte's patching counts, the report and the plot."""
-    from experiments import byte_patching
-
-    c = byte_patching.get_config("tiny")
-    c.models = "spacebyte"
-    c.budgets = "1e9,2e9"
-    c.ngram_order = 2
-    c.baseline.update(batch_size=8, seq_len=dict(byte=64, char=64, subword=32))
-    c.patching.spacebyte.update(local_width=16, local_heads=2, width=32, depth=1, heads=2, cap=16)
-    c.train.update(progress=False, log_every=1)
-    c.eval.update(batch_size=8, gen_units=dict(byte=8, char=8, subword=4))
-    f = byte_patching.run(c, tmp_path)
-    assert f["budgets"] == [1e9, 2e9] and set(f["rows"]) == {"spacebyte"}
-    small, large = f["rows"]["spacebyte"]
-    for budget, r in zip(f["budgets"], (small, large)):  # matched within one step's FLOPs
-        assert abs(r["train_flops"] - budget) <= r["train_flops"] / r["steps"]
-        assert 0 < r["bits_per_byte"] < 12 and r["params"] > 0
-    assert large["steps"] in (2 * small["steps"] - 1, 2 * small["steps"], 2 * small["steps"] + 1)
-    assert small["n_bytes"] == large["n_bytes"]
-    assert f["reference"]["order"] in (1, 2) and 0 < f["reference"]["bits_per_byte"] < 8
-    assert set(f["spacebyte_patching"]) == {"train", "test"}
-    for p in f["spacebyte_patching"].values():
-        assert p["cap"] == 16 and 0 <= p["overflow"] <= p["bytes"]
-        assert 2 < p["bytes_per_patch"] < 12
-    # one text, three counts: the models' bytes count each end-of-text as "\n\n" (2 bytes),
-    # the windows hold it as one token, the count reference scores the documents' bytes alone
-    n_docs = small["n_bytes"] - f["spacebyte_patching"]["test"]["bytes"]
-    assert n_docs == f["spacebyte_patching"]["test"]["bytes"] - f["reference"]["n_bytes"] > 0
-    root = tmp_path / "runs" / "byte_patching"
-    saved = json.loads((root / "findings.json").read_text())
-    assert saved["rows"]["spacebyte"][1]["steps"] == large["steps"]
-    ev = json.loads((root / "budget_1" / "spacebyte" / "word_eval_test.json").read_text())
-    assert ev["step"] == large["steps"]  # evaluated from its final checkpoint
-    assert (root / "bits_per_byte.png").stat().st_size > 1000
-    assert "| SpaceByte |" in byte_patching.report_section(f)
-
-
-def test_bad_budgets_are_one_line_errors():
-    from experiments import byte_patching
+def test_configs_and_bad_budgets():
     from lexlm.errors import ConfigError
+    from lexlm.proj.byte_patching import config
 
-    for bad in ("", "1e11,-3", "lots"):
-        c = byte_patching.get_config("tiny")
+    for bad in ("", "1e11,-3", "lots", "1e11,nan"):
+        c = config.get_config("tiny")
         c.budgets = bad
         with pytest.raises(ConfigError, match=r"^budgets:"):
-            byte_patching.validate(c)
-    with pytest.raises(ValueError, match=r"experiments/byte_patching\.py: unknown config"):
-        byte_patching.get_config("nope")
+            config.validate(c)
+    with pytest.raises(ConfigError, match=r"unknown variant 'nope' of byte_patching"):
+        config.get_config("nope")
     for arg in ("tiny", "main", "shakespeare", "spanish", "paper"):
-        c = byte_patching.get_config(arg)
+        c = config.get_config(arg)
         if c.data.source == "files":
             c.data.files = (__file__,)
-        byte_patching.validate(c)
+        config.validate(c)
+        assert "budget" not in c  # one budget per grid entry: `budgets`
+    assert config.budgets(config.get_config("shakespeare")) == [3e12, 9e12]
     # the paper config's MegaByte and SpaceByte are the paper's 201M + 50M parameters
-    from experiments import word_pooled_runs as runs
-    from experiments.bench.byte_patching import param_count
-    from experiments.lm_runs import lm_config
+    from bench.byte_patching import param_count
+    from lexlm.proj.lm.run import lm_config
+    from lexlm.proj.word_pooled.kinds import run_config
 
-    c = byte_patching.get_config("paper")
+    c = config.get_config("paper")
     for kind in ("megabyte4", "spacebyte"):
-        n = param_count(lm_config(runs.kind_config(c, kind), 259))
+        n = param_count(lm_config(run_config(c, kind, steps=1), 259))
         assert 2.4e8 < n < 2.6e8, (kind, n)
+
+
+def test_budget_names_are_values():
+    from lexlm.experiment.checks import flops_name
+
+    assert [flops_name(b) for b in (3e12, 1.5e11, 2e8)] == [
+        "budget_3e12", "budget_1.5e11", "budget_2e8",
+    ]  # fmt: skip

@@ -1,22 +1,23 @@
-"""The word-pooled experiment's findings: the paper-style table and the bucket plot.
+"""The word-pooled experiment's findings and report: the paper-style table, the orderings
+computed from it, and the accuracy-by-frequency plot.
 
-``findings(results, train_counts)`` turns each model's evaluation (``word_pooled_runs``) into
-one row: next-word accuracy overall, by training-frequency bucket and on numbers
-(``lexlm.eval.next_word.accuracy_report``), bits per byte and per character, and training and
-inference FLOPs per byte. ``section`` renders the rows as markdown.
+``findings(results, train_counts)`` turns each model's evaluation (``evaluate.model_result``
+plus its counts) into one row: next-word accuracy overall, by training-frequency bucket and
+on numbers (``lexlm.eval.next_word.accuracy_report``), bits per byte and per character, and
+training and inference FLOPs per byte. ``render`` writes them as Markdown; every number and
+every ordering in its text comes from the findings.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import math
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from lexlm.eval.next_word import BUCKETS, accuracy_report
-from lexlm.paths import as_path
 from lexlm.text.words import word_body
 
 NAMES = {
@@ -31,64 +32,123 @@ NAMES = {
     "spacebyte": "SpaceByte",
     "bigram": "count reference: most frequent next word after the previous word",
 }
+ROW_FIELDS = (
+    "bits_per_byte",
+    "bits_per_char",
+    "n_chars",
+    "n_bytes",
+    "steps",
+    "train_flops",
+    "train_flops_per_byte",
+    "infer_flops_per_byte",
+    "train_bytes",
+    "params",
+    "oov_rate",
+)
+RARE = ("unseen", "1-10")
+
+PAGE = {
+    "title": 'Word-pooled tokenization (Thawani et al., 2023, "Learn Your Tokens")',
+    "intro": """
+A word-pooled LM (eTok, `lexlm.nn.word_pooled`: a word encoder with learned prefix tokens, a
+causal word LM over the prefix outputs of every word, and a per-word decoder over
+[LM outputs ; the next word's units] that predicts the units and an explicit end-of-word)
+against four baselines, all trained through the one trainer for the same training FLOPs (XLA's
+count of a forward and backward pass, times steps): a character LM, a byte LM, a BPE subword
+LM and a closed-vocabulary word LM whose unknown words are spelled by a character unigram
+model. Each model is a run directory `W/runs/<model>`, evaluated from its final checkpoint on
+held-out text:
+
+- bits per character and per UTF-8 byte over the whole test split, end-of-word included for
+  the word-pooled LM and the spelled cost of unknown words for the word LM; the report checks
+  that every model's bits divide by the same character count;
+- greedy next-word exact match on the same targets after the same context (the longest run
+  of whole words within `eval.context_chars` characters), by the target's count in the
+  training split, and on words with digits; plus a count reference that needs no training
+  (the most frequent training word after the previous word).
+
+What lexlm does differently from the paper's code: held-out text never overlaps training
+(contiguous splits; the paper samples validation windows from the whole file); prefix ids lie
+outside the unit vocabulary; the encoder masks padding keys; the decoder loss covers real
+units plus end-of-word only; context is matched in characters; decoding is greedy, and
+cached. The paper trains far longer and scores next words on windows that overlap its
+training text, so its accuracies are not comparable with these.
+
+```bash
+# the main job's section: the embedded Lee news corpus
+python -m lexlm.run --config word_pooled:main --workdir results/wp_main
+# Tiny Shakespeare (input.txt of karpathy's char-rnn, also TFDS tiny_shakespeare)
+python -m lexlm.run --config word_pooled:shakespeare --workdir results/wp_shakespeare \\
+    --config.data.files=path/to/tinyshakespeare/input.txt
+# the Spanish Bible (Reina-Valera 1909), each book one document
+python -m lexlm.run --config word_pooled:spanish --workdir results/wp_spanish \\
+    --config.data.files=path/to/reina_valera_1909.txt \\
+    --config.models=word_pooled,char,subword,word --config.train.steps=250 \\
+    --config.eval.targets=400
+python -m lexlm.evaluate --workdir results/wp_shakespeare/runs/word_pooled
+```
+""",
+    "findings": [
+        ("main", "Main job: the embedded Lee corpus"),
+        ("shakespeare", "Tiny Shakespeare"),
+        ("spanish", "Spanish Bible (Reina-Valera 1909)"),
+    ],
+}
 
 
-def train_counts(texts: Sequence[str], is_eos: Sequence[bool]) -> dict[str, int]:
+# -- findings --------------------------------------------------------------------------------
+def train_counts(texts: Sequence[str], is_eos: Sequence[bool] | np.ndarray) -> dict[str, int]:
     """How often each word body occurs in the training split (eos words left out)."""
     return dict(collections.Counter(word_body(t) for t, e in zip(texts, is_eos) if not e))
 
 
-def findings(results: Mapping[str, dict], counts: Mapping[str, int]) -> dict:
-    """One row per model: accuracy cells, bits, FLOPs; and the ratio word-pooled / char."""
+def finite(value):
+    """``value`` with every NaN or infinity replaced by None (findings are compared as JSON,
+    and NaN is not equal to itself)."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def pooled_rare(acc: dict) -> float | None:
+    """Accuracy on the rare buckets together (unseen or 1-10 training occurrences)."""
+    cells = [acc["buckets"][b] for b in RARE]
+    n = sum(c["n"] for c in cells)
+    return sum(c["accuracy"] * c["n"] for c in cells if c["n"]) / n if n else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def findings(results: Mapping[str, dict], counts: Mapping[str, int] | None) -> dict:
+    """One row per model (``counts``: training counts of word bodies, None without next-word
+    targets); with both, the word-pooled against the character LM."""
     rows = {}
     for kind, r in results.items():
-        acc = accuracy_report(r["predictions"], r["targets"], counts)
-        rows[kind] = {
-            "accuracy": acc,
-            "bits_per_byte": r.get("bits_per_byte"),
-            "bits_per_char": r.get("bits_per_char"),
-            "n_chars": r.get("n_chars"),
-            "n_bytes": r.get("n_bytes"),
-            "steps": r.get("steps"),
-            "train_flops": r.get("train_flops"),
-            "train_flops_per_byte": r.get("train_flops_per_byte"),
-            "infer_flops_per_byte": r.get("infer_flops_per_byte"),
-            "train_s": r.get("train_s"),
-            "params": r.get("params"),
-        }
-        if "oov_rate" in r:
-            rows[kind]["oov_rate"] = r["oov_rate"]
-    out = {"rows": rows}
-    if "word_pooled" in rows and "char" in rows:
+        row = {f: r.get(f) for f in ROW_FIELDS if f in r or f != "oov_rate"}
+        if counts is not None:
+            row["accuracy"] = finite(accuracy_report(r["predictions"], r["targets"], counts))
+        rows[kind] = finite(row)
+    out = {"models": [k for k in results if k != "bigram"], "rows": rows}
+    if counts is not None and "word_pooled" in rows and "char" in rows:
         wp, ch = rows["word_pooled"]["accuracy"], rows["char"]["accuracy"]
-        rare = ("unseen", "1-10")
-
-        def pooled(acc):
-            n = sum(acc["buckets"][b]["n"] for b in rare)
-            hits = sum(
-                acc["buckets"][b]["accuracy"] * acc["buckets"][b]["n"]
-                for b in rare
-                if acc["buckets"][b]["n"]
-            )
-            return hits / n if n else float("nan")
-
         out["vs_char"] = {
-            "overall": _ratio(wp["overall"]["accuracy"], ch["overall"]["accuracy"]),
-            "rare_word_pooled": pooled(wp),
-            "rare_char": pooled(ch),
-            "rare": _ratio(pooled(wp), pooled(ch)),
+            "overall": ratio(wp["overall"]["accuracy"], ch["overall"]["accuracy"]),
+            "rare_word_pooled": pooled_rare(wp),
+            "rare_char": pooled_rare(ch),
+            "rare_n": sum(wp["buckets"][b]["n"] for b in RARE),
         }
     return out
 
 
-def _ratio(a: float, b: float) -> float:
-    if not (math.isfinite(a) and math.isfinite(b)) or b == 0:
-        return float("nan") if a == 0 or not math.isfinite(a) else float("inf")
-    return a / b
-
-
+# -- rendering -------------------------------------------------------------------------------
 def _pct(cell: dict) -> str:
-    return "-" if not cell["n"] else f"{100 * cell['accuracy']:.1f}"
+    return "-" if not cell["n"] or cell["accuracy"] is None else f"{100 * cell['accuracy']:.1f}"
 
 
 def _fix(x) -> str:
@@ -99,78 +159,149 @@ def _sci(x) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
-def table(f: dict) -> str:
-    head = [
-        "model",
-        "all",
-        *BUCKETS,
-        "numbers",
-        "bits/byte",
-        "bits/char",
-        "train FLOPs/byte",
-        "infer FLOPs/byte",
-        "steps",
-    ]
+def name(kind: str) -> str:
+    return NAMES.get(kind, kind)
+
+
+def table(f: dict) -> list[str]:
+    with_acc = all("accuracy" in r for r in f["rows"].values())
+    head = ["model", *(["all", *BUCKETS, "numbers"] if with_acc else [])]
+    head += ["bits/byte", "bits/char", "train FLOPs/byte", "infer FLOPs/byte", "steps"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for kind, r in f["rows"].items():
-        a = r["accuracy"]
-        cells = [
-            NAMES.get(kind, kind),
-            _pct(a["overall"]),
-            *(_pct(a["buckets"][b]) for b in BUCKETS),
-            _pct(a["numeracy"]),
-            _fix(r["bits_per_byte"]),
-            _fix(r["bits_per_char"]),
-            _sci(r["train_flops_per_byte"]),
-            _sci(r["infer_flops_per_byte"]),
-            "-" if r["steps"] is None else str(r["steps"]),
-        ]
+        cells = [name(kind)]
+        if with_acc:
+            a = r["accuracy"]
+            cells += [_pct(a["overall"]), *(_pct(a["buckets"][b]) for b in BUCKETS)]
+            cells.append(_pct(a["numeracy"]))
+        cells += [_fix(r["bits_per_byte"]), _fix(r["bits_per_char"])]
+        cells += [_sci(r["train_flops_per_byte"]), _sci(r["infer_flops_per_byte"])]
+        cells.append("-" if r["steps"] is None else str(r["steps"]))
         lines.append("| " + " | ".join(cells) + " |")
-    any_row = next(iter(f["rows"].values()))["accuracy"]
-    counts = ", ".join(f"{b}: {any_row['buckets'][b]['n']}" for b in BUCKETS)
-    lines += [
-        "",
-        f"Targets: {any_row['overall']['n']} words ({counts}; with digits: "
-        f"{any_row['numeracy']['n']}).",
-    ]
-    return "\n".join(lines)
+    if with_acc:
+        a = next(iter(f["rows"].values()))["accuracy"]
+        counts = ", ".join(f"{b}: {a['buckets'][b]['n']}" for b in BUCKETS)
+        lines += [
+            "",
+            f"Targets: {a['overall']['n']} words ({counts}; with digits: {a['numeracy']['n']}).",
+        ]
+    return lines
 
 
-def section(f: dict, plot_path: str) -> str:
-    rows = f["rows"]
-    lines = [
-        "## Word-pooled tokenization (Learn Your Tokens)",
-        "",
-        f"Every model trained for the same {f['budget']:.3g} training FLOPs (XLA's count of "
-        f"one forward and backward pass, times steps) and evaluated from its checkpoint on "
-        f"the {f['split']} split. Accuracy: greedy next-word exact match in %, after the "
-        f"same context (at most {f['context_chars']} characters of whole words), by the "
-        "target's count in the training split.",
-        "",
-        table(f),
-        "",
-    ]
-    chars = {r["n_chars"] for r in rows.values() if r["n_chars"] is not None}
-    lines.append(
-        "Bits are over the whole split: "
-        + (
-            f"{chars.pop()} characters for every model."
-            if len(chars) == 1
-            else f"character counts differ between models: {sorted(chars)}."
-        )
+def setup_line(f: dict) -> str:
+    """The data and sizes of the grid, from its findings."""
+    s = f["setup"]
+    if s["source"] == "files":
+        where = ", ".join(f"`{x}`" for x in s["files"]) or "local files"
+    elif s["source"] == "tfds":
+        where = f"TFDS `{s['tfds_name']}`"
+    else:
+        where = f"the embedded `{s['source']}` corpus"
+    val, test = s["holdout"]
+    split = (
+        f"{s['doc_split']}s as documents, the last {100 * (val + test):.0f}% held out "
+        f"({100 * val:.0f}% validation, {100 * test:.0f}% test)"
     )
+    m, b = s["model"], s["baseline"]
+    return (
+        f"Data: {where}; {split}. Word-pooled LM: width {m['width']}, encoder "
+        f"{_n(m['enc_depth'], 'layer')}, word LM {_n(m['lm_depth'], 'layer')}, decoder "
+        f"{_n(m['dec_depth'], 'layer')}, p = {m['prefix']}, "
+        f"{s['words']} words of context, at most {s['max_units']} {s['unit']}s per piece. "
+        f"Token LMs: {_n(b['model']['depth'], 'layer')} x {b['model']['width']}; context "
+        + ", ".join(f"{k} {v}" for k, v in b["seq_len"].items())
+        + f" tokens; {b['subword_vocab']:,} BPE subwords; word LM context {b['word_seq_len']} "
+        f"words, vocabulary of training words seen at least {b['word_min_count']} times. "
+        f"AdamW at {s['lr']:g}; every model trained for {f['budget']:.3g} FLOPs and evaluated "
+        f"from its final checkpoint on the {f['split']} split."
+    )
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def ranking(values: Mapping[str, float | None], lower_better: bool) -> list[str]:
+    present = [k for k, v in values.items() if v is not None]
+    return sorted(present, key=lambda k: values[k] if lower_better else -values[k])
+
+
+def orderings(f: dict) -> list[str]:
+    """Sentences that order the models by the numbers (computed, never typed)."""
+    rows = {k: r for k, r in f["rows"].items() if k != "bigram"}
+    bits = {k: r["bits_per_byte"] for k, r in rows.items()}
+    order = ranking(bits, lower_better=True)
+    lines = [
+        "- **Bits per byte**, best first: "
+        + ", ".join(f"{name(k)} ({bits[k]:.3f})" for k in order)
+        + "."
+    ]
+    if "word_pooled" in rows and "char" in rows:
+        wp, ch = rows["word_pooled"], rows["char"]
+        per_byte = ratio(wp["train_flops_per_byte"], ch["train_flops_per_byte"])
+        if per_byte is not None:
+            lines.append(
+                f"- The word-pooled LM spends {per_byte:.1f}x the character LM's training FLOPs "
+                f"per byte, so it trained {wp['steps']} steps where the character LM trained "
+                f"{ch['steps']}."
+            )
+    passes = {k: ratio(r.get("train_bytes"), f.get("train_split_bytes")) for k, r in rows.items()}
+    if passes and all(v is not None for v in passes.values()):
+        lines.append(
+            f"- At this budget the models saw {min(passes.values()):.2f} to "
+            f"{max(passes.values()):.2f} passes over the training split "
+            f"({f['train_split_bytes']:,} bytes)."
+        )
+    if "bigram" in f["rows"] and "accuracy" in f["rows"]["bigram"]:
+        acc = {k: r["accuracy"]["overall"]["accuracy"] for k, r in f["rows"].items()}
+        best = ranking({k: v for k, v in acc.items() if k != "bigram"}, lower_better=False)
+        ref = acc["bigram"]
+        lines.append(
+            "- **Next-word accuracy**, best first: "
+            + ", ".join(f"{name(k)} ({100 * acc[k]:.1f}%)" for k in best)
+            + "."
+        )
+        if ref is not None:
+            above = [k for k in best if acc[k] > ref]
+            lines.append(
+                f"- The count reference gets {100 * ref:.1f}%; "
+                + (
+                    "models above it: " + ", ".join(name(k) for k in above)
+                    if above
+                    else "no model is above it"
+                )
+                + "."
+            )
     if "vs_char" in f:
         v = f["vs_char"]
-        lines.append(
-            f"Word-pooled against character LM: next-word accuracy x{v['overall']:.2f} overall; "
-            f"on rare words (unseen or 1-10 training occurrences) "
-            f"{100 * v['rare_word_pooled']:.1f}% against {100 * v['rare_char']:.1f}%."
+        acc = {k: f["rows"][k]["accuracy"]["overall"]["accuracy"] for k in ("word_pooled", "char")}
+        times = "" if v["overall"] is None else f" (x{v['overall']:.2f})"
+        overall = f"{_pctv(acc['word_pooled'])} against {_pctv(acc['char'])}{times}"
+        rare = (
+            f"{_pctv(v['rare_word_pooled'])} against {_pctv(v['rare_char'])}"
+            if v["rare_n"]
+            else "no rare targets"
         )
-    lines += ["", f"![accuracy by frequency bucket]({plot_path})", ""]
-    return "\n".join(lines)
+        lines.append(
+            f"- Word-pooled against character LM: next-word accuracy {overall} overall; on "
+            f"rare words (unseen or 1-10 training occurrences, {v['rare_n']} targets) {rare}."
+        )
+    return lines
 
 
-def plot_buckets(f: dict, path: os.PathLike) -> None:
+def _pctv(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def text_size_line(f: dict) -> str:
+    chars = sorted({r["n_chars"] for r in f["rows"].values() if r.get("n_chars") is not None})
+    if len(chars) == 1:
+        return f"Bits are over the whole split: {chars[0]:,} characters for every model."
+    return f"Bits are over the whole split; character counts differ between models: {chars}."
+
+
+def plot_buckets(f: dict) -> bytes:
+    """PNG: next-word accuracy by the target's training-count bucket, per model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -182,14 +313,41 @@ def plot_buckets(f: dict, path: os.PathLike) -> None:
     x = np.arange(len(BUCKETS) + 1)
     for i, (kind, r) in enumerate(rows.items()):
         a = r["accuracy"]
-        ys = [a["buckets"][b]["accuracy"] for b in BUCKETS] + [a["overall"]["accuracy"]]
-        ax.bar(x + i * width, np.nan_to_num(np.array(ys) * 100), width, label=NAMES.get(kind, kind))
+        cells = [a["buckets"][b]["accuracy"] for b in BUCKETS] + [a["overall"]["accuracy"]]
+        ys = np.array([0.0 if v is None else 100 * v for v in cells])
+        ax.bar(x + i * width, ys, width, label=name(kind))
     ax.set_xticks(x + 0.4 - width / 2, [*BUCKETS, "all"])
     ax.set_xlabel("target word's count in the training split")
     ax.set_ylabel("next-word exact match (%)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    with as_path(path).open("wb") as fh:
-        fig.savefig(fh, dpi=120, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png", metadata={"Software": None})
     plt.close(fig)
+    return buf.getvalue()
+
+
+def render(findings: dict, provenance: dict, figures) -> str:
+    f = findings
+    lines = [setup_line(f), ""]
+    with_acc = all("accuracy" in r for r in f["rows"].values())
+    if with_acc:
+        lines += [
+            "Accuracy: greedy next-word exact match in %, after the same context (at most "
+            f"{f['setup']['context_chars']} characters of whole words), by the target's count "
+            "in the training split.",
+            "",
+        ]
+    lines += [*table(f), "", text_size_line(f), "", *orderings(f), ""]
+    timings = provenance.get("timings", {})
+    trained = [t["train_s"] for t in timings.values() if isinstance(t, dict) and t.get("train_s")]
+    if trained:
+        lines += [f"Training took {sum(trained):,.0f} s in all ({provenance.get('machine')}).", ""]
+    if with_acc:
+        png = plot_buckets(f)
+        lines += [
+            f"![accuracy by frequency bucket]({figures.save('accuracy_by_frequency.png', png)})",
+            "",
+        ]
+    return "\n".join(lines)
