@@ -5,7 +5,7 @@
     python -m bench.lm_table --cpu-smoke           # CPU: tiny shapes, checks it runs
 
 Each row is one model of ``MODELS`` (12 layers x 1024, 16 heads, V=32000, context 1024, the
-``150m`` size of ``experiments/lm.py``) with one attention implementation: ``xla`` (plain XLA
+``150m`` size of ``lm:150m``) with one attention implementation: ``xla`` (plain XLA
 softmax attention) and ``cudnn`` (``jax.nn.dot_product_attention`` on cuDNN; GPU only, skipped
 elsewhere). The step is lexlm's full train step (``common.LMStep``: forward, backward,
 clipping, AdamW, the non-finite guard) in bfloat16 compute with float32 parameters and the

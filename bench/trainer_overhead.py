@@ -3,7 +3,7 @@
     python -m bench.trainer_overhead                # tiny LM, 3 rounds of 60 steps
     python -m bench.trainer_overhead --steps 100 --rounds 5
 
-Both sides train the tiny LM (``experiments/lm.py:tiny`` shapes: V=100, 2 x 128, context 128,
+Both sides train the tiny LM (``lm:tiny`` shapes: V=100, 2 x 128, context 128,
 batch 32) on the same in-memory batches, from the same initial parameters:
 
 * **bare**: written in this file, without lexlm's trainer: ``TransformerLM.apply`` for the

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
-from experiments.bench import memory
+from bench import memory
 
 
 def test_shard_bytes_counts_each_leaf_once_per_device():
@@ -41,7 +41,7 @@ def test_mesh_shapes():
 
 
 def test_word_pooled_bench_batch_counts_the_characters_it_holds():
-    from experiments.bench.word_pooled import word_batch
+    from bench.word_pooled import word_batch
     from lexlm.nn.word_pooled import WordPooledConfig
 
     cfg = WordPooledConfig(unit_vocab=20, max_units=5, max_words=7)
@@ -53,7 +53,7 @@ def test_word_pooled_bench_batch_counts_the_characters_it_holds():
 
 
 def test_byte_transformer_width_matches_a_parameter_target():
-    from experiments.bench.byte_patching import matched_width
+    from bench.byte_patching import matched_width
 
     def count(cfg):  # a stand-in count: 10 * width^2
         return 10 * cfg.local_width**2
@@ -65,7 +65,7 @@ def test_byte_transformer_width_matches_a_parameter_target():
 
 
 def test_fitted_exponent_recovers_known_power_laws():
-    from experiments.bench.lama import fitted_exponent
+    from bench.lama import fitted_exponent
 
     lengths = [64, 128, 256, 512, 1024]
     assert fitted_exponent(lengths, [3e-6 * t for t in lengths]) == pytest.approx(1.0)
@@ -77,7 +77,7 @@ def test_fitted_exponent_recovers_known_power_laws():
 
 
 def test_lama_bench_runs_on_short_lengths():
-    from experiments.bench import lama
+    from bench import lama
 
     record = lama.main(["--lengths", "16", "--width", "16", "--heads", "2", "--rank", "4",
                         "--iters", "1"])  # fmt: skip
@@ -86,7 +86,7 @@ def test_lama_bench_runs_on_short_lengths():
 
 
 def test_render_bench_reads_both_sentences_of_each_sts_pair(tmp_path):
-    from experiments.bench.render import read_sts
+    from bench.render import read_sts
 
     f = tmp_path / "sts.csv"
     f.write_text(

@@ -13,7 +13,7 @@ import pytest
 import train_helpers as th
 
 from lexlm.errors import CheckpointError
-from lexlm.train import train
+from lexlm.train import Checkpointer, train
 
 N = th.N
 MESH_222 = {"data": 2, "fsdp": 2, "tensor": 2}
@@ -369,3 +369,26 @@ def test_killed_during_save_and_between_saves_resume_exactly(tmp_path):
     assert th.parse_result(proc.stdout) == [{"start_step": 4, "final_step": 6}]
     assert not (run / "corrupt_checkpoints").exists()
     assert th.losses(run) == th.losses(ref)  # every step once, exactly the reference losses
+
+
+def test_transient_storage_error_on_save_is_retried(tmp_path, monkeypatch, caplog):
+    import jax.numpy as jnp
+    import orbax.checkpoint as ocp
+
+    calls = {"n": 0}
+    original = ocp.CheckpointManager.save
+
+    def save(manager, step, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return original(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    ckpt = Checkpointer(tmp_path / "checkpoints", backoff_s=0.0)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ckpt.save(1, {"w": jnp.arange(3.0)}, {"index": 1})
+        ckpt.wait()
+    assert ckpt.all_steps() == [1] and calls["n"] == 3
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+    ckpt.close()

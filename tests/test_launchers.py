@@ -129,11 +129,13 @@ def test_pod_launcher_keeps_a_given_data_dir_and_checks_its_arguments(stubs):
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
-def test_create_copy_and_delete_scripts(stubs):
+def test_create_copy_and_delete_scripts(stubs, tmp_path):
     env, log, _ = stubs
     created = run("create_tpu_vm.sh", ["pod", "z", "v4-32", "tpu-ubuntu2204-base", "--spot"], env)
     assert created.returncode == 0, created.stderr
-    assert run("copy_results.sh", ["pod", "z", "lexlm/results", "out dir"], env).returncode == 0
+    local = str(tmp_path / "out dir")  # a space in the path, and nothing left in the repository
+    assert run("copy_results.sh", ["pod", "z", "lexlm/results", local], env).returncode == 0
+    assert (tmp_path / "out dir").is_dir()
     assert run("delete_tpu_vm.sh", ["pod", "z"], env).returncode == 0
     create, copy, delete = gcloud_calls(log)
     assert create == [
@@ -141,7 +143,7 @@ def test_create_copy_and_delete_scripts(stubs):
         *("--accelerator-type", "v4-32", "--version", "tpu-ubuntu2204-base", "--spot"),
     ]
     assert copy[:5] == ["compute", "tpus", "tpu-vm", "scp", "--recurse"]
-    assert copy[5:7] == ["pod:lexlm/results", "out dir"] and "--worker=0" in copy
+    assert copy[5:7] == ["pod:lexlm/results", local] and "--worker=0" in copy
     assert delete == ["compute", "tpus", "tpu-vm", "delete", "pod", "--zone", "z", "--quiet"]
 
 

@@ -153,3 +153,14 @@ def test_library_docstrings_do_not_point_into_experiments():
                 if re.search(r"experiments[./]|lexlm\.proj|lexlm/proj|README", doc):
                     bad.append(f"{path.relative_to(REPO)}:{line}")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("project", PROJECTS)
+def test_every_variant_builds_and_names_its_project(project):
+    from lexlm.experiment import registry
+
+    config = registry.module(project, "config")
+    for variant in config.VARIANTS:
+        assert config.get_config(variant).project == project, variant
+    with pytest.raises(ValueError, match=r"^config: unknown variant 'nope'"):
+        config.get_config("nope")

@@ -140,3 +140,10 @@ def test_report_is_rendered_again_from_the_findings(reference, tmp_path):
     assert code == 0, err
     assert (wd / "report.md").read_text() == old
     assert "| test |" in old and "figures/loss_by_position.png" in old
+
+
+def test_the_150m_variant_is_the_paper_sized_model():
+    from lexlm.proj.lm.config import get_config
+    from lexlm.proj.lm.run import lm_config
+
+    assert 1.2e8 < lm_config(get_config("150m"), 32000).param_count() < 2.2e8

@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The Python examples of the README and of the projects' pages run as written."""
 
 import math
 import re
@@ -7,6 +7,20 @@ from pathlib import Path
 import numpy as np
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def page_blocks(project: str) -> list[str]:
+    """The Python examples in a project page's fixed text (``report.PAGE``)."""
+    from lexlm.experiment import registry
+
+    intro = registry.module(project, "report").PAGE["intro"]
+    return re.findall(r"```python\n(.*?)```", intro, flags=re.S)
+
+
+def run_block(code: str, where: str) -> dict:
+    namespace: dict = {}
+    exec(compile(code, where, "exec"), namespace)
+    return namespace
 
 
 def test_readme_python_example_runs(unoptimised_xla):
@@ -23,10 +37,8 @@ def test_readme_python_example_runs(unoptimised_xla):
     assert abs(nll.mean() - math.log(32000)) < 0.1
 
 
-def test_readme_word_pooled_example_runs(unoptimised_xla):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    namespace: dict = {}
-    exec(compile(blocks[1], "README.md", "exec"), namespace)
+def test_word_pooled_page_example_runs(unoptimised_xla):
+    namespace = run_block(page_blocks("word_pooled")[0], "word_pooled page")
     words, nll, targets = (namespace[k] for k in ("words", "nll", "targets"))
     assert "".join(words) == "To be, or not to be: that is the question."
     assert nll.shape == (1, len(words) - 1, 13)
@@ -36,10 +48,8 @@ def test_readme_word_pooled_example_runs(unoptimised_xla):
     assert isinstance(namespace["text"], str)
 
 
-def test_readme_lama_example_runs(unoptimised_xla):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    namespace: dict = {}
-    exec(compile(blocks[2], "README.md", "exec"), namespace)
+def test_lama_page_example_runs(unoptimised_xla):
+    namespace = run_block(page_blocks("lama")[0], "lama page")
     pooled, weights = (np.asarray(namespace[k]) for k in ("pooled", "weights"))
     assert pooled.shape == (2, 8, 64) and weights.shape == (2, 8, 7)
     assert np.all(weights[1, :, 4:] == 0.0)  # padding gets no attention
@@ -48,10 +58,8 @@ def test_readme_lama_example_runs(unoptimised_xla):
     assert namespace["cfg"].attention_param_count() < 4 * 128 * 128
 
 
-def test_readme_byte_patching_example_runs(unoptimised_xla):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    namespace: dict = {}
-    exec(compile(blocks[4], "README.md", "exec"), namespace)
+def test_byte_patching_page_example_runs(unoptimised_xla):
+    namespace = run_block(page_blocks("byte_patching")[0], "byte_patching page")
     # "The" + " cat" ...: a patch starts at 0 and at every space after a word
     assert namespace["starts"].tolist()[:4] == [0, 3, 7, 11]
     assert np.asarray(namespace["nll"]).shape == (1, 48)
@@ -61,10 +69,8 @@ def test_readme_byte_patching_example_runs(unoptimised_xla):
     assert isinstance(namespace["text"], str)
 
 
-def test_readme_pixel_example_runs(unoptimised_xla):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    namespace: dict = {}
-    exec(compile(blocks[3], "README.md", "exec"), namespace)
+def test_pixel_page_example_runs(unoptimised_xla):
+    namespace = run_block(page_blocks("pixel")[0], "pixel page")
     emb, mask = (np.asarray(namespace[k]) for k in ("emb", "mask"))
     assert emb.shape == (2, 64)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)

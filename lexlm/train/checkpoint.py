@@ -19,9 +19,9 @@ What restore does with a checkpoint it cannot use, in order:
 1. **Another train state** (its fingerprint differs from the current state's, say after
    ``--config.model.depth=4`` on an old workdir): ``CheckpointError`` naming the differing
    fields (or, when the fields agree, the differing leaves). Nothing is moved or deleted.
-2. **A retryable storage error** (on restore, and on save too: a timeout, a dropped connection, an object store's
+2. **A retryable storage error** (a timeout, a dropped connection, an object store's
    UNAVAILABLE or DEADLINE_EXCEEDED): retried ``retries`` times with exponential back-off, then
-   ``CheckpointError``. Nothing is moved.
+   ``CheckpointError``. Nothing is moved. Saves are retried the same way.
 3. **A read or decode failure** (truncated arrays, damaged metadata, a missing file): the step
    counts as corrupt; it is moved to ``<workdir>/corrupt_checkpoints/`` with a warning and the
    previous step is tried. When none is readable the run stops with ``CheckpointError`` instead

@@ -77,6 +77,33 @@ python -m lexlm.run --config byte_patching:shakespeare --workdir results/bp_shak
 python -m lexlm.run --config byte_patching:spanish --workdir results/bp_spanish \\
     --config.data.files=path/to/reina_valera_1909.txt --config.budgets=1.5e12,4.5e12
 ```
+
+MegaByte and SpaceByte over UTF-8 bytes, SpaceByte's patch starts, and cached byte-by-byte
+generation (`tests/test_readme.py` runs this):
+
+```python
+import jax
+import numpy as np
+from lexlm.nn.byte_decode import generate
+from lexlm.nn.megabyte import MegaByteConfig, MegaByteLM
+from lexlm.nn.spacebyte import SpaceByteConfig, SpaceByteLM
+from lexlm.text import ByteTokenizer, patching
+
+tok = ByteTokenizer()
+x = tok.encode("The cat sat on the mat; the dog sat on the log, and both slept.")[None, :49]
+inputs, targets = x[:, :-1], x[:, 1:]  # [1, 48]: predict byte t + 1 from bytes 0..t
+starts = np.flatnonzero(patching.spacebyte_global(inputs)[0])  # where global blocks run
+sb = SpaceByteLM(SpaceByteConfig(vocab_size=tok.vocab_size, max_len=64, local_width=32, width=64))
+mb = MegaByteLM(
+    MegaByteConfig(vocab_size=tok.vocab_size, max_len=64, global_width=64, local_width=32)
+)
+for model in (sb, mb):
+    params = jax.jit(model.init)(jax.random.key(0), inputs)["params"]
+    apply = jax.jit(model.apply, static_argnames="method")
+    nll = apply({"params": params}, inputs, targets, method="nll")  # [1, 48] nats
+    out, logits = generate(model, params, inputs[:, :16], 16)  # [1, 32] bytes, cached
+text = tok.decode(out[0])
+```
 """,
     "findings": [
         ("main", "Main job: the embedded Lee corpus"),

@@ -72,6 +72,27 @@ saving is in the query and key projections and the parameters, not in the T x T 
 r = D / H the score FLOPs per query-key pair equal standard attention's, so it is no faster at
 long contexts; LAMA pooling, which has no T x T matrix, is the layer whose cost is linear in T
 (`python -m bench.lama`).
+
+LAMA pooling over any sequence of hidden states, and low-rank attention inside the
+TransformerLM (`tests/test_readme.py` runs this):
+
+```python
+import jax
+import jax.numpy as jnp
+from lexlm.nn import LMConfig, TransformerLM
+from lexlm.nn.lama import LAMA
+
+states = jax.random.normal(jax.random.key(0), (2, 7, 64))  # [B, T, D], e.g. BiGRU outputs
+mask = jnp.arange(7)[None, :] < jnp.array([[7], [4]])  # row 1 has 3 padding slots
+lama = LAMA(heads=8, context="learned")  # context="mean" is LAMA+CTX
+variables = lama.init(jax.random.key(1), states, mask)
+pooled, weights = lama.apply(variables, states, mask)  # [2, 8, 64] head vectors, [2, 8, 7]
+
+cfg = LMConfig(vocab_size=100, width=128, heads=4, attention_kind="low_rank", qk_rank=8)
+lm = TransformerLM(cfg)
+tokens = jnp.zeros((1, 16), jnp.int32)
+hidden = lm.apply(lm.init(jax.random.key(2), tokens), tokens)  # [1, 16, 128]
+```
 """,
     "findings": [
         ("tiny", "Tiny: the vaderSentiment movie-review ratings"),

@@ -50,6 +50,27 @@ python -m lexlm.evaluate --workdir runs/pixel_stsb --split validation
 The tiny variant leaves the topical stage (neighbouring sentences of one document,
 Pixel-Linguist's first stage, `--config.stages.topical_steps`) out: from encoders that small
 it collapsed to a constant embedding.
+
+A pixel sentence encoder over rendered text, and a typo'd positive (`tests/test_readme.py`
+runs this):
+
+```python
+import jax
+import numpy as np
+from lexlm.data.sentence_pairs import PixelFeatures
+from lexlm.nn.vit import EncoderConfig, SentenceEncoder
+from lexlm.text.perturb import perturb
+from lexlm.text.render import RenderConfig
+
+feats = PixelFeatures(RenderConfig(max_patches=64))  # Pixel-Linguist's 64 patches of 16 x 16
+text = "The cat sat on the mat."
+typo = perturb(text, "typo", np.random.default_rng(0), rate=0.1)
+patches, mask = feats([text, typo])  # uint8 [2, 64, 256], bool [2, 64] (text + end patch)
+enc = SentenceEncoder(EncoderConfig(kind="pixel", width=64, depth=2, heads=4, max_len=64))
+params = enc.init(jax.random.key(0), patches, mask)["params"]
+emb = enc.apply({"params": params}, patches, mask)  # [2, 64], unit vectors
+cosine = float(emb[0] @ emb[1])
+```
 """,
     "findings": [
         ("tiny", "Tiny: the Lee corpus"),

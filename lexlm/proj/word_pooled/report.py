@@ -87,6 +87,26 @@ python -m lexlm.run --config word_pooled:spanish --workdir results/wp_spanish \\
     --config.eval.targets=400
 python -m lexlm.evaluate --workdir results/wp_shakespeare/runs/word_pooled
 ```
+
+A word-pooled LM over text you segment yourself (`tests/test_readme.py` runs this):
+
+```python
+import jax
+import numpy as np
+from lexlm.nn.word_pooled import WordPooledConfig, WordPooledLM, generate_fn
+from lexlm.text import ByteTokenizer, pad_words, segment_words
+
+tok = ByteTokenizer()
+words = segment_words("To be, or not to be: that is the question.")  # "".join(words) is the text
+units, continued, stats = pad_words(words, max_len=12, encode=tok.encode)  # [W, 12] byte ids
+cfg = WordPooledConfig(unit_vocab=tok.vocab_size, max_units=12, max_words=32, prefix=4)
+model = WordPooledLM(cfg)
+window = units[None]  # [1, W, L]: predict words 1..W-1 from the words before each
+params = model.init(jax.random.key(0), window, method="nll")["params"]
+nll, targets = model.apply({"params": params}, window, method="nll")  # [1, W-1, L+1] nats
+new = generate_fn(model, n_words=3)(params, window, jax.random.key(1))  # [1, 3, L], cached
+text = "".join(tok.decode(np.asarray(w)) for w in new[0])
+```
 """,
     "findings": [
         ("main", "Main job: the embedded Lee corpus"),

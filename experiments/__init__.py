@@ -1,1 +1,0 @@
-"""Experiments: one module per paper (configs, glue, evaluations, report section)."""
