@@ -50,11 +50,12 @@ per pattern (self, previous token, earlier occurrences of the current token, the
 target), the largest over a layer's heads, next to uniform causal attention's.
 
 **Finding 2** (section 4.3): a substitution cipher (a random bijection of the vocabulary that
-keeps the special ids) over the test text, paired with the same embedding draw; the standard
-LM's loss explodes, the lexinvariant LM's does not move. The **deciphering probe** maps the
-lexinvariant LM's hidden state at t, per layer, to the plaintext id of token t: trained on
-validation text under some ciphers and tested on test text under others, each layer's L2
-strength and the reported layer chosen on a training cipher held out of a first fit.
+keeps the special ids) over the test text, paired with the same embedding draw; in the paper
+the standard LM's loss explodes and the lexinvariant LM's does not move. The **deciphering
+probe** maps the lexinvariant LM's hidden state at t, per layer, to the plaintext id of token
+t: trained on validation text under some ciphers and tested on test text under others, each
+layer's L2 strength and the reported layer chosen on a training cipher held out of a first
+fit.
 
 **Findings 3-4** (the `symbols` variants): symbol ids are appended to the text vocabulary,
 half mixed into training as in-context task rows (lookup, copy, reverse), half never seen in

@@ -48,8 +48,8 @@ python -m lexlm.evaluate --workdir runs/pixel_stsb --split validation
 ```
 
 The tiny variant leaves the topical stage (neighbouring sentences of one document,
-Pixel-Linguist's first stage, `--config.stages.topical_steps`) out: from encoders that small
-it collapsed to a constant embedding.
+Pixel-Linguist's first stage, `--config.stages.topical_steps`) out; no committed findings
+include it yet.
 
 A pixel sentence encoder over rendered text, and a typo'd positive (`tests/test_readme.py`
 runs this):
