@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -20,6 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 from flax import linen as nn
 from jax.sharding import AxisType, Mesh
 
@@ -100,7 +102,7 @@ def device_peak(device=None, override_tflops: float | None = None) -> Peak:
     for patterns, key in _KIND_PATTERNS:
         if all(p.lower() in kind for p in patterns):
             return Peak(PEAK_BF16_FLOPS[key], f"table: {key} bf16 dense")
-    return Peak(None, f"unknown device kind {device.device_kind!r}: pass --peak-tflops")
+    return Peak(None, f"unknown device kind {device.device_kind!r}: pass --peak_tflops")
 
 
 def refresh_peak(peak: Peak) -> Peak:
@@ -360,3 +362,35 @@ class TaskStep:
 
     def param_count(self) -> int:
         return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.fns.abstract.params))
+
+
+HELP = ("-h", "-help", "--help", "--helpshort", "--helpfull")
+
+
+def parse(
+    argv: Sequence[str] | None, define: Callable[[flags.FlagValues], None], doc: str = ""
+) -> flags.FlagValues:
+    """A bench's command line, parsed as the experiments parse theirs: absl flags, into fresh
+    ``FlagValues`` (so one process may parse any number of times).
+
+    ``argv`` is a whole command line, the program first (None: ``sys.argv``); ``define(fv)``
+    declares the script's flags (``flags.DEFINE_integer(..., flag_values=fv)``). ``--help``
+    prints the first paragraph of ``doc`` and the flags, and exits with status 0. A bad flag, a
+    bad value or a stray argument prints one line ``error: ...`` on stderr and exits with
+    status 2.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    fv = flags.FlagValues()
+    define(fv)
+    given = argv[1 : argv.index("--", 1)] if "--" in argv[1:] else argv[1:]
+    if any(a in HELP for a in given):
+        print(doc.strip().split("\n\n")[0] + "\n" + fv.get_help(include_special_flags=False))
+        raise SystemExit(0)
+    try:
+        rest = fv(argv)[1:]
+        if rest:
+            raise flags.Error(f"unexpected arguments: {' '.join(rest)}")
+    except (flags.Error, ValueError) as e:  # ValueError: --noflag=value, an empty argv
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        raise SystemExit(2) from None
+    return fv

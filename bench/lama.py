@@ -22,13 +22,13 @@ exponent is the least-squares slope of log(time) on log(T) over the lengths from
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from bench import common
 from lexlm.nn.attention import causal_allowed, dot_product_attention, weighted_values
@@ -98,15 +98,27 @@ def fitted_exponent(lengths, times, min_length: int = 256) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string(
+        "lengths",
+        "64,128,256,512,1024,2048,4096",
+        "comma-separated sequence lengths T",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("width", 128, "state width D", flag_values=fv)
+    flags.DEFINE_integer("heads", 8, "heads", flag_values=fv)
+    flags.DEFINE_integer("rank", 16, "low-rank attention's rank r", flag_values=fv)
+    flags.DEFINE_integer("batch", 1, "batch size", flag_values=fv)
+    flags.DEFINE_integer("iters", 5, "timed calls per layer and length", flag_values=fv)
+
+
+def parse_args(argv=None):
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--lengths", default="64,128,256,512,1024,2048,4096")
-    p.add_argument("--width", type=int, default=128)
-    p.add_argument("--heads", type=int, default=8)
-    p.add_argument("--rank", type=int, default=16)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iters", type=int, default=5)
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     lengths = [int(t) for t in args.lengths.split(",")]
     kinds = ("lama", "low_rank", "standard")
     times = {k: [] for k in kinds}

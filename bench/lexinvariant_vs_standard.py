@@ -2,7 +2,7 @@
 
     python -m bench.lexinvariant_vs_standard --size tiny
     python -m bench.lexinvariant_vs_standard --size paper --memory
-    python -m bench.lexinvariant_vs_standard --size paper --memory --no-time
+    python -m bench.lexinvariant_vs_standard --size paper --memory --notime
 
 Both models have the same shape; they differ only in where the tied [V, D] table comes from
 (learned, or drawn per sequence: ``lexlm.nn.lexinvariant``), the lexinvariant one with its
@@ -24,11 +24,11 @@ differ; the ratio is the comparison that transfers.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 
 import jax
+from absl import flags
 
 from bench import common
 
@@ -57,26 +57,38 @@ def defaults(size: str, accel: bool) -> dict:
     return dict(batch=1, seq=512, dtype="float32", attention="xla", rounds=2, steps=2)
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    dtypes = ["float32", "bfloat16"]
+    flags.DEFINE_enum("size", "tiny", ["tiny", "paper"], "model size", flag_values=fv)
+    flags.DEFINE_integer(
+        "rounds", None, "alternating rounds (each model once per round)", flag_values=fv
+    )
+    flags.DEFINE_integer("steps", None, "timed steps per model per round", flag_values=fv)
+    flags.DEFINE_integer("batch", None, "global batch size", flag_values=fv)
+    flags.DEFINE_integer("seq", None, "context length", flag_values=fv)
+    flags.DEFINE_integer("vocab", None, "vocabulary size (default: the size's)", flag_values=fv)
+    flags.DEFINE_enum("dtype", None, dtypes, "compute dtype", flag_values=fv)
+    flags.DEFINE_enum(
+        "attention", None, ["xla", "cudnn", "auto"], "attention implementation", flag_values=fv
+    )
+    flags.DEFINE_integer("vocab_chunk", 8192, "LMConfig.vocab_chunk", flag_values=fv)
+    flags.DEFINE_enum(
+        "devices", "all", ["all", "1"], "all devices, or the first only", flag_values=fv
+    )
+    flags.DEFINE_float("peak_tflops", None, "override the peak per device", flag_values=fv)
+    flags.DEFINE_bool(
+        "time", True, "time the train steps (--notime: skip the timing)", flag_values=fv
+    )
+    flags.DEFINE_bool("memory", False, "compare compiled train-step memory", flag_values=fv)
+    flags.DEFINE_integer("mem_batch", 8, "--memory: batch size", flag_values=fv)
+    flags.DEFINE_integer("mem_seq", 1024, "--memory: context length", flag_values=fv)
+    flags.DEFINE_integer("mem_vocab", 32000, "--memory: vocabulary size", flag_values=fv)
+    flags.DEFINE_enum("mem_dtype", "bfloat16", dtypes, "--memory: compute dtype", flag_values=fv)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=("tiny", "paper"), default="tiny")
-    p.add_argument("--rounds", type=int, help="alternating rounds (each model once per round)")
-    p.add_argument("--steps", type=int, help="timed steps per model per round")
-    p.add_argument("--batch", type=int)
-    p.add_argument("--seq", type=int)
-    p.add_argument("--vocab", type=int, help="vocabulary size (default: the size's)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"))
-    p.add_argument("--attention", choices=("xla", "cudnn", "auto"))
-    p.add_argument("--vocab-chunk", type=int, default=8192, help="LMConfig.vocab_chunk")
-    p.add_argument("--devices", choices=("all", "1"), default="all")
-    p.add_argument("--peak-tflops", type=float, help="override the peak per device")
-    p.add_argument("--no-time", dest="time", action="store_false", help="skip the timing")
-    p.add_argument("--memory", action="store_true", help="compare compiled train-step memory")
-    p.add_argument("--mem-batch", type=int, default=8)
-    p.add_argument("--mem-seq", type=int, default=1024)
-    p.add_argument("--mem-vocab", type=int, default=32000)
-    p.add_argument("--mem-dtype", choices=("float32", "bfloat16"), default="bfloat16")
-    args = p.parse_args(argv)
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    args = common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
     for k, v in defaults(args.size, common.on_accelerator()).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -2,7 +2,7 @@
 
     python -m bench.lm_table                       # GPU: bf16, batch 16 x 1024
     python -m bench.lm_table --batch 32 --steps 10
-    python -m bench.lm_table --cpu-smoke           # CPU: tiny shapes, checks it runs
+    python -m bench.lm_table --cpu_smoke           # CPU: tiny shapes, checks it runs
 
 Each row is one model of ``MODELS`` (12 layers x 1024, 16 heads, V=32000, context 1024, the
 ``150m`` size of ``lm:150m``) with one attention implementation: ``xla`` (plain XLA
@@ -19,9 +19,8 @@ A model added to the library joins the table with one line in ``MODELS``.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
+from absl import flags
 
 from bench import common
 
@@ -36,16 +35,19 @@ MODELS: dict[str, dict] = {
 ATTENTIONS = ("xla", "cudnn")
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_integer("batch", 16, "global batch size", flag_values=fv)
+    flags.DEFINE_integer("seq", 1024, "context length", flag_values=fv)
+    flags.DEFINE_integer("steps", 10, "timed steps (after warm-up)", flag_values=fv)
+    flags.DEFINE_integer("warmup", 3, "untimed steps after compilation", flag_values=fv)
+    flags.DEFINE_integer("vocab_chunk", 8192, "LMConfig.vocab_chunk", flag_values=fv)
+    flags.DEFINE_float("peak_tflops", None, "override the peak per device", flag_values=fv)
+    flags.DEFINE_bool("cpu_smoke", False, "tiny shapes on CPU (fp32)", flag_values=fv)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--seq", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--vocab-chunk", type=int, default=8192)
-    p.add_argument("--peak-tflops", type=float)
-    p.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU (fp32)")
-    return p.parse_args(argv)
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
 
 
 def row(name: str, fields: dict, attention: str, args, mesh, peak) -> dict:

@@ -4,10 +4,9 @@
     python -m bench.memory --size paper --devices 8,64 --mesh data   # no FSDP
     python -m bench.memory --size 150m --devices 64 --tensor 4      # fsdp x tensor
 
-Runs on any machine: the devices are fake host CPU devices
-(``--xla_force_host_platform_device_count``, set before jax starts), and the train step
-(forward, backward, AdamW) is lowered and compiled for each mesh, never run. For each device
-count N it prints, per device:
+Runs on any machine: the devices are fake host CPU devices (``jax_num_cpu_devices``, set
+before jax starts its backends), and the train step (forward, backward, AdamW) is lowered and
+compiled for each mesh, never run. For each device count N it prints, per device:
 
 * parameters and optimizer state: the bytes of each leaf's shard under the shardings lexlm's
   rules give it on that mesh (exact: shard shape x dtype, summed over leaves);
@@ -19,42 +18,56 @@ With ``--mesh fsdp`` (default) the mesh is (1, N / tensor, tensor): parameters a
 moments are split over fsdp x tensor, so their bytes per device should fall as about 1/N; the
 last column prints (params + optimizer) per device x N / unsharded, which is 1.0 for a perfect
 split (dimensions that an axis does not divide stay replicated and push it above 1). The batch
-is ``--per-device-batch`` rows per data-parallel device. CPU compiles make CPU choices
+is ``--per_device_batch`` rows per data-parallel device. CPU compiles make CPU choices
 (fusion, layouts), so absolute temp bytes differ on GPU/TPU; the parameter and optimizer bytes
 do not depend on the backend.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import sys
+from absl import flags
+
+
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("size", "150m", ["tiny", "150m", "paper"], "model size", flag_values=fv)
+    flags.DEFINE_string("devices", "8,64", "comma-separated device counts", flag_values=fv)
+    flags.DEFINE_enum(
+        "mesh",
+        "fsdp",
+        ["fsdp", "data"],
+        "fsdp: (1, N / tensor, tensor); data: (N, 1, 1)",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("tensor", 1, "tensor-parallel size (fsdp mesh)", flag_values=fv)
+    flags.DEFINE_integer("per_device_batch", 1, "rows per data-parallel device", flag_values=fv)
+    flags.DEFINE_integer("seq", None, "context length (default: the size's)", flag_values=fv)
+    flags.DEFINE_enum("dtype", "bfloat16", ["float32", "bfloat16"], "compute dtype", flag_values=fv)
+    flags.DEFINE_bool("remat", False, "rematerialise each block", flag_values=fv)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=("tiny", "150m", "paper"), default="150m")
-    p.add_argument("--devices", default="8,64", help="comma-separated device counts")
-    p.add_argument("--mesh", choices=("fsdp", "data"), default="fsdp")
-    p.add_argument("--tensor", type=int, default=1, help="tensor-parallel size (fsdp mesh)")
-    p.add_argument("--per-device-batch", type=int, default=1)
-    p.add_argument("--seq", type=int, help="context length (default: the size's)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16")
-    p.add_argument("--remat", action="store_true", help="rematerialise each block")
-    return p.parse_args(argv)
+    """``argv``: the arguments after the program name (None: the command line's). Importing
+    ``bench.common`` imports jax but starts no backend, so ``force_devices`` still works."""
+    from bench import common
+
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
 
 
 def force_devices(n: int) -> None:
-    """Asks XLA for ``n`` host devices; must run before jax initialises its backends."""
-    if "jax" in sys.modules:
-        import jax
+    """Asks XLA for ``n`` host CPU devices (on the CPU backend unless ``JAX_PLATFORMS`` names
+    one); must run before jax initialises its backends, which importing jax does not do."""
+    import jax
 
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # the backends started already
         if jax.device_count() >= n:
             return
-        raise SystemExit(f"jax already started with {jax.device_count()} devices; need {n}")
-    flags = os.environ.get("XLA_FLAGS", "")
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
-    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        raise SystemExit(
+            f"jax already started with {jax.device_count()} devices; need {n}"
+        ) from None
+    if not jax.config.jax_platforms:
+        jax.config.update("jax_platforms", "cpu")
 
 
 def shard_bytes(abstract_tree) -> int:

@@ -26,21 +26,27 @@ overlaps).
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 import tempfile
 import time
 
+from absl import flags
+
+
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_integer("steps", 80, "training steps per run", flag_values=fv)
+    flags.DEFINE_integer("rounds", 4, "rounds of one real and one in-memory run", flag_values=fv)
+    flags.DEFINE_integer("log_every", 20, "steps per log window", flag_values=fv)
+    flags.DEFINE_bool("full", False, "also time the full-config pipeline", flag_values=fv)
+    flags.DEFINE_string("only", "", "run only the configs whose name contains this", flag_values=fv)
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=80)
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--full", action="store_true", help="also time the full-config pipeline")
-    p.add_argument("--only", default="", help="run only the configs whose name contains this")
-    return p.parse_args(argv)
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    from bench import common
+
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
 
 
 def tiny_configs() -> dict:

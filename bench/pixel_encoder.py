@@ -16,11 +16,11 @@ table lookup, so the two differ by that and by nothing else in the encoder.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import jax
 import numpy as np
+from absl import flags
 
 from bench import common
 
@@ -40,12 +40,19 @@ def corpus() -> list[str]:
     return sentence_data(default_data_config("lee")).sentences
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("size", "tiny", list(SIZES), "encoder size", flag_values=fv)
+    flags.DEFINE_integer("batch", 0, "pairs per step (0: the size's)", flag_values=fv)
+    flags.DEFINE_integer("iters", 10, "timed calls", flag_values=fv)
+
+
+def parse_args(argv=None):
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=tuple(SIZES), default="tiny")
-    p.add_argument("--batch", type=int, default=0, help="pairs per step (0: the size's)")
-    p.add_argument("--iters", type=int, default=10)
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     from lexlm.data.sentence_pairs import PixelFeatures, TokenFeatures
     from lexlm.nn.vit import EncoderConfig, jit_embed
     from lexlm.text.render import RenderConfig

@@ -1,11 +1,11 @@
 """Renderer speed on one core: lexlm's glyph-cache renderer against direct per-sentence drawing
 (Pillow, the same font and text), and against PIXEL's pangocairo renderer when it is installed.
 
-    python -m bench.render --sts ../shared/data/stsb/sts-test.csv
-    python -m bench.render --max-patches 64
+    python -m bench.render --sts $DATA/stsb/sts-test.csv
+    python -m bench.render --max_patches 64
 
 Sentences: both sentences of every pair in an STS-B file (``--sts``, tab-separated, sentences in
-columns 6 and 7; STS-B test averages about 58 characters, dev 65); ``--min-chars`` keeps the
+columns 6 and 7; STS-B test averages about 58 characters, dev 65); ``--min_chars`` keeps the
 longer ones so the mean can be set near PIXEL's ~94-character figure. Without a file, the
 embedded movie-review snippets (``lexlm.data.labelled``) are used. The process is pinned to
 one core (``os.sched_setaffinity``). Figures:
@@ -25,11 +25,11 @@ the target is 25,000/s. That figure is quoted, not measured here, unless pangoca
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import numpy as np
+from absl import flags
 
 from bench import common
 from lexlm.text.render import RenderConfig, Renderer
@@ -47,14 +47,23 @@ def read_sts(path: str, min_chars: int) -> list[str]:
     return out
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("sts", "", "an STS-B csv (default: the embedded snippets)", flag_values=fv)
+    flags.DEFINE_integer(
+        "min_chars", 0, "keep sentences of at least this many characters", flag_values=fv
+    )
+    flags.DEFINE_integer("max_patches", 529, "RenderConfig.max_patches", flag_values=fv)
+    flags.DEFINE_integer("batch", 256, "sentences per batch", flag_values=fv)
+    flags.DEFINE_integer("sentences", 4096, "sentences rendered per timing", flag_values=fv)
+
+
+def parse_args(argv=None):
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sts", default="", help="an STS-B csv (default: the embedded snippets)")
-    p.add_argument("--min-chars", type=int, default=0)
-    p.add_argument("--max-patches", type=int, default=529)
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--sentences", type=int, default=4096)
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     if args.sts:

@@ -13,9 +13,8 @@ summary.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
+from absl import flags
 
 from bench import common
 
@@ -29,21 +28,28 @@ def defaults(size: str, accel: bool) -> dict:
     return dict(batch=1, dtype="float32", attention="xla", steps=3, warmup=1)
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("size", "tiny", ["tiny", "150m"], "model size", flag_values=fv)
+    flags.DEFINE_integer("steps", None, "timed steps (after warm-up)", flag_values=fv)
+    flags.DEFINE_integer("warmup", None, "untimed steps after compilation", flag_values=fv)
+    flags.DEFINE_integer("batch", None, "global batch size", flag_values=fv)
+    flags.DEFINE_integer("seq", None, "context length (default: the size's)", flag_values=fv)
+    flags.DEFINE_integer("vocab", None, "vocabulary size (default: the size's)", flag_values=fv)
+    flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "compute dtype", flag_values=fv)
+    flags.DEFINE_enum(
+        "attention", None, ["xla", "cudnn", "auto"], "attention implementation", flag_values=fv
+    )
+    flags.DEFINE_integer("vocab_chunk", 8192, "LMConfig.vocab_chunk", flag_values=fv)
+    flags.DEFINE_bool("remat", False, "rematerialise each block", flag_values=fv)
+    flags.DEFINE_enum(
+        "devices", "all", ["all", "1"], "all devices, or the first only", flag_values=fv
+    )
+    flags.DEFINE_float("peak_tflops", None, "override the peak per device", flag_values=fv)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=("tiny", "150m"), default="tiny")
-    p.add_argument("--steps", type=int, help="timed steps (after warm-up)")
-    p.add_argument("--warmup", type=int, help="untimed steps after compilation")
-    p.add_argument("--batch", type=int, help="global batch size")
-    p.add_argument("--seq", type=int, help="context length (default: the size's)")
-    p.add_argument("--vocab", type=int, help="vocabulary size (default: the size's)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"))
-    p.add_argument("--attention", choices=("xla", "cudnn", "auto"))
-    p.add_argument("--vocab-chunk", type=int, default=8192)
-    p.add_argument("--remat", action="store_true", help="rematerialise each block")
-    p.add_argument("--devices", choices=("all", "1"), default="all")
-    p.add_argument("--peak-tflops", type=float, help="override the peak per device")
-    args = p.parse_args(argv)
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    args = common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
     for k, v in defaults(args.size, common.on_accelerator()).items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -22,7 +22,6 @@ call. No data stack is imported: the batches are synthetic.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -30,18 +29,22 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
+from absl import flags
 from flax import linen as nn
 
 from bench import common
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_integer("steps", 60, "steps per round and side", flag_values=fv)
+    flags.DEFINE_integer("rounds", 3, "rounds (bare, lexlm alternating)", flag_values=fv)
+    flags.DEFINE_integer("log_every", 20, "lexlm's steps per log window", flag_values=fv)
+    flags.DEFINE_integer("batch", 32, "batch size", flag_values=fv)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=60, help="steps per round and side")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--log-every", type=int, default=20)
-    p.add_argument("--batch", type=int, default=32)
-    return p.parse_args(argv)
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
 
 
 def train_config(args):

@@ -12,7 +12,7 @@ text length per sequence. Characters/s counts the characters of the predicted wo
 pooled) or the predicted characters (character LM).
 
 Generation: ``lexlm.nn.word_pooled.generate_fn`` (cached word LM and decoder), batch 1,
-``--gen-words`` words after a context of ``--gen-context`` words, timed after compilation.
+``--gen_words`` words after a context of ``--gen_context`` words, timed after compilation.
 
 For scale: the official eTok code (PyTorch, CPU, 2 threads, this machine kind) trains its
 e-char model at the paper config (38.3M parameters, batch 2, 192 words) at 183 characters/s
@@ -22,11 +22,10 @@ from the issue, not measured here.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
 from bench import common
 from lexlm.eval.flops import train_step_flops
@@ -75,15 +74,28 @@ def matmul_peak_flops_s(n: int = 2048, iters: int = 5) -> float:
     return 2 * n**3 / t.median
 
 
+def _flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("size", "tiny", list(SIZES), "model size", flag_values=fv)
+    flags.DEFINE_integer("steps", 5, "timed train steps", flag_values=fv)
+    flags.DEFINE_integer("warmup", 1, "untimed train steps after compilation", flag_values=fv)
+    flags.DEFINE_integer(
+        "gen_context", None, "context words (default: a quarter of the window)", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "gen_words", None, "generated words (default: half of the window)", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "char", True, "also time the character LM (--nochar: skip it)", flag_values=fv
+    )
+
+
+def parse_args(argv=None):
+    """``argv``: the arguments after the program name (None: the command line's)."""
+    return common.parse(None if argv is None else [__name__, *argv], _flags, __doc__)
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=tuple(SIZES), default="tiny")
-    p.add_argument("--steps", type=int, default=5, help="timed train steps")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--gen-context", type=int, help="default: a quarter of the window")
-    p.add_argument("--gen-words", type=int, help="default: half of the window")
-    p.add_argument("--no-char", action="store_true", help="skip the character LM")
-    args = p.parse_args(argv)
+    args = parse_args(argv)
     size = SIZES[args.size]
     mesh = common.make_mesh("all")
     wp_cfg = WordPooledConfig(unit_vocab=size["vocab"], **size["wp"])
@@ -121,7 +133,7 @@ def main(argv=None):
         "matmul_peak_flops_s": peak,
         "word_pooled_chars_s_at_peak": ceiling,
     }
-    if not args.no_char:
+    if args.char:
         seq = round(chars_per_word * wp_cfg.max_words)
         char_cfg = LMConfig(vocab_size=size["vocab"], max_len=seq, **size["char"])
         char = common.TaskStep(

@@ -94,3 +94,23 @@ def test_render_bench_reads_both_sentences_of_each_sts_pair(tmp_path):
     )
     assert read_sts(str(f), 0) == ["A long first sentence.", "Short.", "Abc", "A b c d e f"]
     assert read_sts(str(f), 10) == ["A long first sentence.", "A b c d e f"]
+
+
+def test_bench_flags_parse_twice_in_one_process_and_a_bad_one_is_one_line(capsys):
+    from bench import train_throughput
+
+    a = train_throughput.parse_args(["--size=tiny", "--batch", "3", "--vocab_chunk=16", "--remat"])
+    b = train_throughput.parse_args(["--noremat", "--steps", "2"])
+    assert (a.batch, a.vocab_chunk, a.remat, a.steps) == (3, 16, True, 20)  # 20: tiny's default
+    assert (b.batch, b.vocab_chunk, b.remat, b.steps) == (32, 8192, False, 2)
+    assert a.seq == b.seq == 128  # None means the size's
+    capsys.readouterr()
+    for bad in (["--size", "nope"], ["--vocab-chunk", "16"], ["--batch"], ["stray"]):
+        with pytest.raises(SystemExit) as e:
+            train_throughput.parse_args(bad)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+    with pytest.raises(SystemExit) as e:
+        train_throughput.parse_args(["--help"])
+    assert e.value.code == 0 and "--peak_tflops" in capsys.readouterr().out
