@@ -19,8 +19,12 @@ def restore_params(
     workdir: str | os.PathLike,
     step: int | None = None,
     mesh_shape=(-1, 1, 1),
+    seed: int | None = None,
 ):
     """Returns (params, step, mesh) from ``workdir/checkpoints`` (latest readable or ``step``).
+
+    A run trained with ``train.seeds`` = S > 1 holds S copies: ``seed`` (0 .. S - 1) picks one;
+    ``None`` returns the stacked tree.
 
     The abstract state is built from the task and the run's train config, so the arrays land
     in the shardings of the mesh this process builds now, whatever mesh wrote them.
@@ -37,4 +41,10 @@ def restore_params(
     if restored is None:
         raise CheckpointError(f"no checkpoint in {ckpt.directory}")
     state, _, restored_step = restored
-    return state.params, restored_step, mesh
+    params = state.params
+    seeds = int(train_cfg.get("seeds", 1))
+    if seed is not None:
+        from lexlm.train.seeds import seed_params
+
+        params = seed_params(params, seed, seeds)
+    return params, restored_step, mesh

@@ -11,6 +11,16 @@ optionally with ``get_state``/``set_state`` for exact resumption.
 Determinism: the step key is ``fold_in(key(seed), step)``, so a resumed run draws the same
 randomness as an uninterrupted one.
 
+Seeds as a batch axis: ``train.seeds = S > 1`` trains S independent copies of the task in one
+compiled program, ``jax.vmap`` over the initialisation key, the step key and the data order.
+Copy ``s`` draws exactly the randomness of a run with ``train.seed = seed + s`` and
+``train.seeds = 1`` (the same parameters to float tolerance: tested). The state's parameters
+and optimizer moments then carry a leading axis of S (replicated over the mesh), the batches a
+leading axis of S (``lexlm.train.seeds.SeedBatches``), and ``lexlm.train.seeds.seed_params``
+takes one copy out for evaluation. Logged metrics are means over the copies, with each copy's
+loss as ``loss_seed<s>``; a copy whose loss goes non-finite keeps its old parameters like a
+single run, and the run stops at the next log boundary naming the step.
+
 Non-finite loss: the step keeps the old parameters when the loss or gradient norm is not finite
 (so no bad state is ever checkpointed), and the host stops the run with a one-line
 ``TrainingError`` naming the step at the next log or checkpoint boundary.
@@ -90,6 +100,7 @@ def default_train_config() -> ml_collections.ConfigDict:
     c.no_decay = ()  # parameter names exempt from weight decay (besides vectors and scalars)
     c.clip_norm = 1.0
     c.seed = 0
+    c.seeds = 1  # S > 1: seeds seed .. seed + S - 1 trained in one program (vmap)
     c.mesh = (-1, 1, 1)  # (data, fsdp, tensor); one -1 is filled from the device count
     c.log_every = 10
     c.ckpt_every = 100
@@ -107,8 +118,8 @@ def default_train_config() -> ml_collections.ConfigDict:
 def validate_train_config(cfg, n_devices: int | None = None) -> tuple[int, int, int]:
     """Checks the train section before anything is compiled; returns the mesh shape."""
     n_devices = jax.device_count() if n_devices is None else n_devices
-    for field in ("steps", "batch_size", "log_every", "ckpt_every", "keep"):
-        if int(cfg[field]) <= 0:
+    for field in ("steps", "batch_size", "log_every", "ckpt_every", "keep", "seeds"):
+        if int(cfg.get(field, 1)) <= 0:
             raise ConfigError(f"train.{field}", f"must be positive, got {cfg[field]}")
     if not float(cfg.lr) > 0 or not math.isfinite(float(cfg.lr)):
         raise ConfigError("train.lr", f"must be a positive finite number, got {cfg.lr}")
@@ -163,23 +174,53 @@ class StateFns:
     init_state: Callable[[jax.Array], TrainState]
     shardings: TrainState
     abstract: TrainState
+    seeds: int = 1
+
+
+def n_seeds(cfg) -> int:
+    """S, the number of seeds trained together (``train.seeds``, 1 when absent)."""
+    return int(cfg.get("seeds", 1))
+
+
+def seed_keys(cfg) -> tuple[jax.Array, jax.Array]:
+    """(init keys, step base keys) of a run: each [S] when ``train.seeds`` > 1 (copy s draws
+    the keys of ``train.seed = seed + s``), else scalar keys."""
+    pairs = [jax.random.split(jax.random.key(int(cfg.seed) + s)) for s in range(n_seeds(cfg))]
+    if n_seeds(cfg) == 1:
+        return pairs[0][0], pairs[0][1]
+    return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
+
+
+def _with_seed_axis(sharding: jax.sharding.NamedSharding) -> jax.sharding.NamedSharding:
+    """The sharding of a stacked [S, ...] leaf: the seed axis replicated, the rest as before."""
+    spec = jax.sharding.PartitionSpec(None, *sharding.spec)
+    return jax.sharding.NamedSharding(sharding.mesh, spec)
 
 
 def build_state(task: Task, cfg, mesh) -> StateFns:
-    """Sharded state initialiser, its shardings and abstract shape, without running init."""
+    """Sharded state initialiser, its shardings and abstract shape, without running init.
+
+    With ``train.seeds`` = S > 1 the initialiser takes [S] keys and every parameter and
+    optimizer leaf has a leading seed axis."""
     tx = make_optimizer(cfg)
+    seeds = n_seeds(cfg)
     with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
         boxed = jax.eval_shape(task.init, jax.random.key(0))
         param_shardings = shd.logical_shardings(boxed, mesh)
+        if seeds > 1:
+            param_shardings = jax.tree.map(_with_seed_axis, param_shardings)
+
+        def init_one(key):
+            params = nn.meta.unbox(task.init(key))
+            return params, tx.init(params)
 
         def init_state(key):
-            params = nn.meta.unbox(task.init(key))
+            params, opt_state = jax.vmap(init_one)(key) if seeds > 1 else init_one(key)
             params = jax.lax.with_sharding_constraint(params, param_shardings)
-            return TrainState(
-                step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params)
-            )
+            return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
 
-        abstract = jax.eval_shape(init_state, jax.random.key(0))
+        example_key = seed_keys(cfg)[0]
+        abstract = jax.eval_shape(init_state, example_key)
         # Optimizer moments mirror the parameters; scalars (counts) are replicated.
         opt_shardings = optax.tree_map_params(
             tx,
@@ -195,7 +236,7 @@ def build_state(task: Task, cfg, mesh) -> StateFns:
     abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
     )
-    return StateFns(mesh, tx, init_jit, shardings, abstract)
+    return StateFns(mesh, tx, init_jit, shardings, abstract, seeds)
 
 
 def make_train_step(task: Task, fns: StateFns):
@@ -203,23 +244,38 @@ def make_train_step(task: Task, fns: StateFns):
     batch_sharding = shd.batch_sharding(mesh)
     repl = shd.replicated(mesh)
 
-    def step_fn(state: TrainState, batch: dict, base_key: jax.Array):
-        key = jax.random.fold_in(base_key, state.step)
-        (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(
-            state.params, batch, key
+    seeds = int(getattr(fns, "seeds", 1))
+    if seeds > 1:
+        batch_sharding = jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec)
         )
+
+    def update_one(params, opt_state, batch, base_key, step):
+        key = jax.random.fold_in(base_key, step)
+        (loss, metrics), grads = jax.value_and_grad(task.loss, has_aux=True)(params, batch, key)
         grad_norm = optax.global_norm(grads)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        updates, new_opt_state = tx.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
-        new_state = TrainState(
-            step=state.step + 1,
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-        )
         metrics = {**metrics, "loss": loss, "grad_norm": grad_norm}
-        return new_state, metrics
+        return keep(new_params, params), keep(new_opt_state, opt_state), metrics
+
+    def step_fn(state: TrainState, batch: dict, base_key: jax.Array):
+        if seeds > 1:
+            update = jax.vmap(update_one, in_axes=(0, 0, 0, 0, None))
+            params, opt_state, per_seed = update(
+                state.params, state.opt_state, batch, base_key, state.step
+            )
+            metrics = {k: jnp.mean(v) for k, v in per_seed.items()}
+            if "tokens" in per_seed:
+                metrics["tokens"] = jnp.sum(per_seed["tokens"])
+            metrics.update({f"loss_seed{s}": per_seed["loss"][s] for s in range(seeds)})
+        else:
+            params, opt_state, metrics = update_one(
+                state.params, state.opt_state, batch, base_key, state.step
+            )
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(shd.LOGICAL_RULES):
         jitted = jax.jit(
@@ -237,9 +293,14 @@ def make_train_step(task: Task, fns: StateFns):
     return run
 
 
-def put_batch(batch: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
-    """Per-host numpy batch -> global arrays sharded over data x fsdp."""
+def put_batch(batch: dict[str, np.ndarray], mesh, seeds: int = 1) -> dict[str, jax.Array]:
+    """Per-host numpy batch -> global arrays sharded over data x fsdp (after a leading seed
+    axis of ``seeds`` when > 1)."""
     sharding = shd.batch_sharding(mesh)
+    if seeds > 1:
+        sharding = jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(None, *sharding.spec)
+        )
     return {
         k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
     }
@@ -324,7 +385,8 @@ def _train(cfg, task, batches, workdir, mesh_shape, hooks, resume) -> TrainResul
         async_save=bool(cfg.ckpt_async),
         identity_fields=task.identity,
     )
-    init_key, base_key = jax.random.split(jax.random.key(int(cfg.seed)))
+    init_key, base_key = seed_keys(cfg)
+    seeds = n_seeds(cfg)
 
     restored = ckpt.restore(fns.abstract) if resume else None
     if restored is not None:
@@ -389,7 +451,7 @@ def _train(cfg, task, batches, workdir, mesh_shape, hooks, resume) -> TrainResul
                     hook(start, state, True)
         with _SigtermFlag(enabled=not coordinated) as sigterm:
             while step < total:
-                batch = put_batch(next(batches), mesh)
+                batch = put_batch(next(batches), mesh, seeds)
                 state, metrics = step_fn(state, batch, base_key)
                 step += 1
                 pending.append((step, metrics))

@@ -1,0 +1,75 @@
+"""Intervals and ordering sentences on cases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from lexlm.eval import intervals as iv
+
+
+def test_ratio_of_sums_and_mean():
+    units = {"nll": np.array([2.0, 6.0]), "n": np.array([1.0, 3.0]), "ok": np.array([1, 0])}
+    assert iv.ratio_of_sums("nll", "n")(units) == 2.0
+    assert iv.mean("ok")(units) == 0.5
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, 50).astype(float)
+    y = x + rng.normal(size=50)
+    assert iv.spearman(x, y) == pytest.approx(100 * stats.spearmanr(x, y).statistic, abs=1e-9)
+    assert iv.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-100.0)
+
+
+def test_constant_shift_gives_a_degenerate_interval_that_excludes_zero():
+    rng = np.random.default_rng(1)
+    a = {"nll": rng.uniform(1, 2, 40), "n": np.ones(40)}
+    b = {"nll": a["nll"] + 0.25, "n": np.ones(40)}
+    d = iv.compare(iv.ratio_of_sums("nll", "n"), a, b)
+    assert d["diff"] == pytest.approx(-0.25)
+    assert d["lo"] == pytest.approx(-0.25) and d["hi"] == pytest.approx(-0.25)
+    assert d["excludes_zero"] and iv.ordered(d, lower_is_better=True) == "a"
+    assert iv.ordered(d, lower_is_better=False) == "b"
+    sentence = iv.ordering_sentence("A", "B", d, lower_is_better=True)
+    assert sentence.startswith("A is better than B (difference -0.250 [-0.250, -0.250]")
+
+
+def test_mean_interval_matches_the_normal_approximation():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=2000)
+    got = iv.bootstrap_interval(iv.mean("x"), {"x": x}, resamples=2000)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(len(x))
+    assert got["lo"] == pytest.approx(x.mean() - half, abs=0.2 * half)
+    assert got["hi"] == pytest.approx(x.mean() + half, abs=0.2 * half)
+    # the generic (per-resample) path gives the batched path's interval on the same draws
+    generic = iv.bootstrap_interval(lambda u: float(np.mean(u["x"])), {"x": x}, resamples=2000)
+    assert (generic["lo"], generic["hi"]) == pytest.approx((got["lo"], got["hi"]))
+
+
+def test_noise_only_difference_is_tied():
+    rng = np.random.default_rng(3)
+    a = {"c": rng.integers(0, 2, 200)}
+    b = {"c": rng.permutation(a["c"])}  # the same accuracy, different texts right
+    d = iv.compare(iv.mean("c"), a, b)
+    assert d["diff"] == 0.0 and not d["excludes_zero"]
+    s = iv.ordering_sentence("LAMA", "mean pooling", d, lower_is_better=False)
+    assert "are tied at this budget" in s and "includes 0" in s
+
+
+def test_seed_spread_and_mean_over_seeds():
+    s = iv.seed_spread([1.0, 2.0, 3.0])
+    assert (s["n"], s["mean"], s["sd"], s["min"], s["max"]) == (3, 2.0, 1.0, 1.0, 3.0)
+    m = iv.mean_over_seeds([{"x": np.array([1.0, 3.0])}, {"x": np.array([3.0, 5.0])}])
+    assert m["x"].tolist() == [2.0, 4.0]
+    with pytest.raises(ValueError, match="different units"):
+        iv.mean_over_seeds([{"x": np.zeros(2)}, {"x": np.zeros(3)}])
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="at least 2 test units"):
+        iv.bootstrap_interval(iv.mean("x"), {"x": np.ones(1)})
+    with pytest.raises(ValueError, match="paired comparison of 3 and 2"):
+        iv.compare(iv.mean("x"), {"x": np.ones(3)}, {"x": np.ones(2)})
+    assert iv.plus_minus(3.4561, 3.44, 3.47) == "3.456 ± 0.015"
