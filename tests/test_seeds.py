@@ -38,7 +38,7 @@ def test_seed_params_picks_one_copy_and_names_bad_indices():
     tree = {"w": np.arange(6).reshape(3, 2)}
     assert np.array_equal(seed_params(tree, 2, 3)["w"], [4, 5])
     assert seed_params(tree, None, 1) is tree
-    with pytest.raises(ValueError, match="seeds 0..2"):
+    with pytest.raises(ValueError, match=r"seeds 0\.\.2"):
         seed_params(tree, 3, 3)
     with pytest.raises(ValueError, match="one seed"):
         seed_params(tree, 1, 1)

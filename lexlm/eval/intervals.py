@@ -189,7 +189,7 @@ def ordering_sentence(
     name_a: str, name_b: str, comparison: Mapping, *, lower_is_better: bool, digits: int = 3
 ) -> str:
     """One sentence: an ordering only when the paired interval of the difference excludes 0."""
-    level = int(round(100 * comparison.get("level", LEVEL)))
+    level = round(100 * comparison.get("level", LEVEL))
     what = f"difference {fmt_interval(comparison, digits)}, {level}% paired bootstrap interval"
     verdict = ordered(comparison, lower_is_better)
     if verdict == "tied":
