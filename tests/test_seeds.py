@@ -45,7 +45,7 @@ def test_seed_params_picks_one_copy_and_names_bad_indices():
 
 
 def test_seeds_must_be_positive():
-    with pytest.raises(ConfigError, match="train.seeds"):
+    with pytest.raises(ConfigError, match=r"train\.seeds"):
         validate_train_config(th.train_config(seeds=0))
 
 
