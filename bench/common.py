@@ -208,9 +208,11 @@ class LMStep:
     arrays: Any = None
     key: Any = None
     metrics: Any = None  # of the last step
+    seeds: int = 1  # train.seeds: S copies in one program (leading axis S on state and batch)
 
     def __post_init__(self):
         train_cfg = default_train_config()
+        train_cfg.seeds = self.seeds
         train_cfg.batch_size = self.batch
         train_cfg.steps = 1_000_000  # the schedule only; nothing runs that long
         train_cfg.mesh = tuple(self.mesh.devices.shape)
@@ -221,12 +223,27 @@ class LMStep:
     def _abstract_inputs(self):
         batch_sharding = shd.batch_sharding(self.mesh)
         shape = (self.batch, self.seq_len)
+        if self.seeds > 1:
+            batch_sharding = jax.sharding.NamedSharding(
+                self.mesh, jax.sharding.PartitionSpec(None, *batch_sharding.spec)
+            )
+            shape = (self.seeds, *shape)
         batch = {
             "inputs": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
             "targets": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
             "mask": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding),
         }
-        return self.fns.abstract, batch, jax.eval_shape(jax.random.key, 0)
+        return self.fns.abstract, batch, jax.eval_shape(lambda: self._keys(0)[1])
+
+    def _keys(self, seed: int):
+        keys = [jax.random.key(seed + s) for s in range(self.seeds)]
+        init = keys[0] if self.seeds == 1 else jnp.stack(keys)
+        step = (
+            jax.random.key(seed + 1)
+            if self.seeds == 1
+            else jnp.stack([jax.random.key(seed + 1 + s) for s in range(self.seeds)])
+        )
+        return init, step
 
     def compile(self):
         t0 = time.perf_counter()
@@ -236,11 +253,13 @@ class LMStep:
         return self.compiled
 
     def init(self, seed: int = 0):
+        init_key, self.key = self._keys(seed)
         with jax.set_mesh(self.mesh):
-            self.state = self.fns.init_state(jax.random.key(seed))
+            self.state = self.fns.init_state(init_key)
         data = synthetic_batch(self.batch, self.seq_len, self.cfg.vocab_size, seed)
-        self.arrays = put_batch(data, self.mesh)
-        self.key = jax.random.key(seed + 1)
+        if self.seeds > 1:
+            data = {k: np.stack([v] * self.seeds) for k, v in data.items()}
+        self.arrays = put_batch(data, self.mesh, self.seeds)
         return self
 
     def __call__(self):

@@ -288,12 +288,37 @@ def test_byte_ngram_known_answers():
         assert sum(m.prob(ctx, b) for b in range(256)) == pytest.approx(1.0)
     # a repeated text is cheaper at higher order, and selection on validation picks it
     text = ["the cat sat on the mat. " * 20]
-    r = select_and_score(text, text, text, 4)
+    r = select_and_score(text, text, text, 4, limit=4)
     assert r["order"] == 4 and r["bits_per_byte"] < 0.5 and r["n_bytes"] == len(text[0])
+    assert not r["turned"]  # the best order is the grid's edge: said, not hidden
     by_order = r["test_bits_per_byte_by_order"]
     assert list(by_order) == ["1", "2", "3", "4"] and by_order["4"] == r["bits_per_byte"]
     assert by_order["1"] > by_order["2"] > by_order["4"]
     assert by_order["1"] == pytest.approx(bits_per_byte(text, text, 1)["bits_per_byte"])
+
+
+def test_count_reference_grid_extends_until_validation_turns():
+    """Text from a first-order Markov chain over 4 letters: one byte of context (order 2)
+    captures all there is, and longer contexts only split the counts, so validation turns
+    there. A grid of orders 1..1 is extended until it does."""
+    rng = np.random.default_rng(0)
+    letters = "abcd"
+    nxt = rng.dirichlet(np.full(4, 0.3), size=4)
+
+    def sample(n):
+        out, cur = [], 0
+        for _ in range(n):
+            cur = rng.choice(4, p=nxt[cur])
+            out.append(letters[cur])
+        return "".join(out)
+
+    train, dev, test = [sample(3000)], [sample(1000)], [sample(1000)]
+    full = select_and_score(train, dev, test, 8)
+    extended = select_and_score(train, dev, test, 1)
+    assert full["turned"] and extended["turned"]
+    assert extended["order"] == full["order"] == 2
+    assert list(extended["validation_bits_per_byte_by_order"]) == ["1", "2", "3"]
+    assert extended["bits_per_byte"] == pytest.approx(full["bits_per_byte"])
 
 
 # -- the experiment's findings --------------------------------------------------------------------

@@ -73,3 +73,26 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="paired comparison of 3 and 2"):
         iv.compare(iv.mean("x"), {"x": np.ones(3)}, {"x": np.ones(2)})
     assert iv.plus_minus(3.4561, 3.44, 3.47) == "3.456 ± 0.015"
+
+
+def test_lm_units_are_documents_with_known_sums():
+    """Per-document bits from accumulate_nll: a fake NLL of 1 nat per target gives each
+    document (its bytes + eos) / ln 2 bits, over batches and a padded last batch."""
+    import math
+
+    import jax
+    import jax.numpy as jnp
+
+    from lexlm.data import lm_eval_windows
+    from lexlm.eval import accumulate_nll
+    from lexlm.text import ByteTokenizer
+
+    docs = ["ab", "cdefghij", "k"]
+    windows = lm_eval_windows([{"text": d.encode()} for d in docs], ByteTokenizer(), seq_len=4)
+    fn = lambda batch, key: jnp.ones(batch["inputs"].shape, jnp.float32)
+    summary = accumulate_nll(fn, windows, batch_size=2, key=jax.random.key(0)).summary()
+    n_targets = [len(d) + 1 for d in docs]  # one nat per target, eos included
+    assert summary["units"]["bits"] == pytest.approx([n / math.log(2) for n in n_targets])
+    assert summary["units"]["bytes"] == [len(d) + 2 for d in docs]  # eos counts as 2 bytes
+    bpb = iv.ratio_of_sums("bits", "bytes")(summary["units"])
+    assert bpb == pytest.approx(summary["bits_per_byte"])

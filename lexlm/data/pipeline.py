@@ -151,6 +151,11 @@ def lm_eval_windows(
     Returns `inputs`, `targets` (int32 [N, T]), `mask` (float32 [N, T]) and the totals over
     real targets `n_tokens`, `n_bytes`, `n_chars` (int64 scalars; eos counts as "\\n\\n"), so
     bits per byte = sum(nats * mask) / ln 2 / n_bytes. `max_windows` keeps the first windows.
+
+    The test units of the paired bootstrap (``lexlm.eval.intervals``) are the documents:
+    `doc_ids` (int32 [N, T]) is the document of each target (-1 on padding; a document's
+    closing eos is its own) and `doc_bytes` (int64 [D]) the bytes of each document's targets,
+    so a document's bits per byte is the sum of its targets' nats / ln 2 / its bytes.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -170,10 +175,22 @@ def lm_eval_windows(
         (np.arange(n_windows * seq_len) < n_targets).reshape(n_windows, seq_len).astype(np.float32)
     )
     real = targets[mask > 0]
+    # stream position p >= 1 belongs to the document whose tokens span it
+    owner = np.concatenate([[-1], np.repeat(np.arange(len(docs)), [len(d) for d in docs])])
+    doc_of_target = np.full(n_windows * seq_len, -1, np.int64)
+    doc_of_target[:n_targets] = owner[1 : n_targets + 1]
+    doc_ids: Int32[np.ndarray, "N T"] = doc_of_target.reshape(n_windows, seq_len).astype(np.int32)
+    kept = doc_of_target[:n_targets]
+    n_docs = int(kept.max()) + 1 if n_targets else 0
+    doc_bytes = np.bincount(
+        kept, weights=tokenizer.token_bytes[real].astype(np.float64), minlength=n_docs
+    ).astype(np.int64)
     return {
         "inputs": inputs,
         "targets": targets,
         "mask": mask,
+        "doc_ids": doc_ids,
+        "doc_bytes": doc_bytes,
         "n_tokens": np.int64(n_targets),
         "n_bytes": np.int64(tokenizer.token_bytes[real].sum()),
         "n_chars": np.int64(tokenizer.token_chars[real].sum()),

@@ -75,22 +75,44 @@ def bits_per_byte(train: Iterable[str], test: Iterable[str], order: int = 3) -> 
     return {"bits_per_byte": total / n if n else float("nan"), "n_bytes": n, "order": order}
 
 
+ORDER_LIMIT = 16  # the grid is never extended past this order
+
+
 def select_and_score(
-    train: list[str], validation: list[str], test: list[str], max_order: int = 5
+    train: list[str],
+    validation: list[str],
+    test: list[str],
+    max_order: int = 5,
+    limit: int = ORDER_LIMIT,
 ) -> dict:
-    """Fits once at ``max_order``, picks the order (1..max_order) with the lowest validation
-    bits per byte, and scores the test split with it (select on dev, report test):
-    {'bits_per_byte', 'n_bytes', 'order', 'validation_bits_per_byte'}, and every order's test
-    bits per byte (``test_bits_per_byte_by_order``, a diagnostic: where a model sits between
-    count models of neighbouring orders)."""
-    model = ByteNgram(max_order).fit(train)
-    dev = {}
-    for k in range(1, max_order + 1):
+    """Picks the order with the lowest validation bits per byte and scores the test split with
+    it (select on dev, report test).
+
+    The grid starts at orders 1..``max_order`` and is extended one order at a time while its
+    largest order is the best on validation, until validation turns (an order is worse than
+    the one before it) or ``limit``: a selected order at the edge of the grid would say only
+    that the grid was too small. Returns {'bits_per_byte', 'n_bytes', 'order',
+    'validation_bits_per_byte', 'validation_bits_per_byte_by_order', 'turned' (whether
+    validation turned within the limit), 'test_bits_per_byte_by_order'} (every order's test
+    bits: a diagnostic, never selected on)."""
+    top = max_order
+    model = ByteNgram(top).fit(train)
+    dev: dict[int, float] = {}
+
+    def score_dev(k):
         total, n = model.bits(validation, k)
         dev[k] = total / n if n else float("inf")
+
+    for k in range(1, top + 1):
+        score_dev(k)
+    while min(dev, key=dev.get) == top and top < limit:
+        top += 1
+        model = ByteNgram(top).fit(train)
+        score_dev(top)
     order = min(dev, key=dev.get)
+    turned = order < top
     test_bits = {}
-    for k in range(1, max_order + 1):  # every order on test: a diagnostic, never selected on
+    for k in range(1, top + 1):
         total, n = model.bits(test, k)
         test_bits[k] = total / n if n else float("nan")
     return {
@@ -98,6 +120,8 @@ def select_and_score(
         "n_bytes": n,
         "order": order,
         "validation_bits_per_byte": dev[order],
+        "validation_bits_per_byte_by_order": {str(k): v for k, v in dev.items()},
+        "turned": turned,
         "test_bits_per_byte_by_order": {str(k): v for k, v in test_bits.items()},
     }
 

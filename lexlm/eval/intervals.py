@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-Units = Mapping[str, np.ndarray]
+Units = Mapping[str, npt.ArrayLike]  # per-unit arrays (lists from JSON too)
 Metric = Callable[[Units], float]
 
 LEVEL = 0.95

@@ -307,6 +307,18 @@ def budget_lines(f: dict) -> list[str]:
             f"{max(seen) / split_bytes:.2f} passes over the training split "
             f"({split_bytes:,} bytes)."
         )
+    if "turned" in ref:
+        dev = ref["validation_bits_per_byte_by_order"]
+        cells = ", ".join(f"{k}-gram {_fix(v)}" for k, v in dev.items())
+        how = (
+            "validation turned after it"
+            if ref["turned"]
+            else f"the grid's largest: validation had not turned by order {max(map(int, dev))}"
+        )
+        lines.append(
+            f"- The count reference's order, {ref['order']}, was selected on validation ({how}; "
+            f"the grid is extended until it turns): {cells}."
+        )
     if by_order:
         cells = ", ".join(f"{k}-gram {_fix(v)}" for k, v in by_order.items())
         lines.append(f"- Byte n-gram count models on the test split (diagnostic): {cells}.")

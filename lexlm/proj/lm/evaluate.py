@@ -59,14 +59,17 @@ def eval_windows(cfg, tok, split: str, max_windows: int | None = None):
     )
 
 
-def settings(cfg, draws: int) -> dict:
+def settings(cfg, draws: int, train_seed: int = 0) -> dict:
     """The evaluation settings that change its numbers (with the run and the step)."""
-    return {
+    out = {
         "draws": int(draws),
         "max_windows": int(cfg.eval.max_windows),
         "batch_size": int(cfg.eval.batch_size),
         "seed": int(cfg.eval.seed),
     }
+    if int(cfg.train.get("seeds", 1)) > 1:
+        out["train_seed"] = int(train_seed)  # which copy of a seed-batched run
+    return out
 
 
 def metrics_of(model, params, windows, cfg, draws: int, step: int, split: str) -> dict:
@@ -87,10 +90,13 @@ def evaluate_run(
     split: str | None = None,
     step: int | None = None,
     draws: int | None = None,
+    seed: int = 0,
 ) -> dict:
     """Metrics of checkpoint ``step`` (default: the newest) on ``split`` (default: the run's
-    ``eval.split``): loss, bits per byte and per character, perplexity, loss by position.
-    Lexinvariant runs average ``draws`` random-table draws (default ``eval.draws``)."""
+    ``eval.split``): loss, bits per byte and per character, perplexity, loss by position, and
+    the per-document bits and bytes (``units``) that intervals resample.
+    Lexinvariant runs average ``draws`` random-table draws (default ``eval.draws``); ``seed``
+    is the copy (0 .. S - 1) of a run trained with ``train.seeds`` = S."""
     workdir = as_path(workdir)
     cfg, _ = load_run(workdir)
     split = split or str(cfg.eval.split)
@@ -101,8 +107,38 @@ def evaluate_run(
     draws = 1 if learned else int(draws or cfg.eval.draws)
 
     def compute():
-        model, params, tok, _, restored = restore_lm(workdir, step)
+        model, params, tok, _, restored = restore_lm(workdir, step, seed=seed)
         windows = eval_windows(cfg, tok, split, int(cfg.eval.max_windows))
         return metrics_of(model, params, windows, cfg, draws, restored, split)
 
-    return store.evaluation(workdir, split, step, settings(cfg, draws), compute)
+    return store.evaluation(workdir, split, step, settings(cfg, draws, seed), compute)
+
+
+def evaluate_seeds(
+    workdir: str | os.PathLike, split: str | None = None, step: int | None = None, **kwargs
+) -> dict:
+    """``evaluate_run`` of every trained copy of a run, and the combination the findings
+    report: {'seeds': [per-seed metrics], 'spread': seed spread of bits per byte (or loss),
+    'units': per-document bits averaged over seeds, 'interval': the bootstrap interval of the
+    seed-averaged bits per byte over documents}."""
+    cfg, _ = load_run(as_path(workdir))
+    per_seed = [
+        evaluate_run(workdir, split, step, seed=s, **kwargs)
+        for s in range(int(cfg.train.get("seeds", 1)))
+    ]
+    return combine_seeds(per_seed)
+
+
+def combine_seeds(per_seed: list[dict]) -> dict:
+    """The seed spread and the documents' bootstrap interval of per-seed LM evaluations."""
+    from lexlm.eval import intervals as iv
+
+    metric = "bits_per_byte" if "bits_per_byte" in per_seed[0] else "loss"
+    out = {"seeds": per_seed, "metric": metric,
+           "spread": iv.seed_spread([m[metric] for m in per_seed])}  # fmt: skip
+    if all("units" in m for m in per_seed):
+        units = iv.mean_over_seeds([m["units"] for m in per_seed])
+        out["units"] = {k: v.tolist() for k, v in units.items()}
+        if len(units["bytes"]) > 1:
+            out["interval"] = iv.bootstrap_interval(iv.ratio_of_sums("bits", "bytes"), units)
+    return out

@@ -63,6 +63,27 @@ def metrics_table(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def seeds_table(rows: dict[str, dict]) -> list[str]:
+    """Bits per byte over training seeds: the seed-averaged model ± its 95% bootstrap interval
+    over test documents, and the seeds' mean, standard deviation and range."""
+    from lexlm.eval.intervals import plus_minus
+
+    lines = [
+        "| split | seeds | bits/byte (seed-averaged, ± 95% bootstrap over documents) | "
+        "seed mean | seed sd | seed range | documents |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in rows.items():
+        s, i = m["spread"], m.get("interval")
+        avg = plus_minus(i["value"], i["lo"], i["hi"]) if i else "-"
+        sd = f"{s['sd']:.4f}" if s["n"] > 1 else "- (one seed)"
+        lines.append(
+            f"| {name} | {s['n']} | {avg} | {s['mean']:.4f} | {sd} | "
+            f"{s['min']:.4f} to {s['max']:.4f} | {i['units'] if i else '-'} |"
+        )
+    return lines
+
+
 def render(findings: dict, provenance: dict, figures) -> str:
     f = findings
     m = f["model"]
@@ -77,6 +98,16 @@ def render(findings: dict, provenance: dict, figures) -> str:
         *metrics_table({"validation": f["validation"], "test": f["test"]}),
         "",
     ]
+    if "test_seeds" in f:
+        lines += [
+            f"The table above is seed 0 of {f.get('seeds', 1)}. Over the training seeds "
+            "(`train.seeds`, trained in one program):",
+            "",
+            *seeds_table({"validation": f["validation_seeds"], "test": f["test_seeds"]}),
+            "",
+        ]
+    else:
+        lines += ["One training seed; no interval was recorded in this finding.", ""]
     if rate:
         lines += [f"Training: median {rate:,.0f} tokens/s ({provenance['machine']}).", ""]
     png = plot_loss_by_position({"test": f["test"]["loss_by_position"]})

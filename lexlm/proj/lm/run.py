@@ -122,17 +122,25 @@ def train_run(
     open_lm_run(cfg, workdir)
     tok = tokenizer_for(cfg, workdir)
     model_cfg = lm_config(cfg, vocab_size or tok.vocab_size)
+    from lexlm.train.seeds import seed_batches
+
     per_host_batch = int(cfg.train.batch_size) // jax.process_count()
-    dataset = lm_train_dataset(
-        open_split(cfg.data, "train"),
-        tok,
-        seq_len=int(cfg.seq_len),
-        batch_size=per_host_batch,
-        seed=int(cfg.data.seed),
-        worker_count=int(cfg.data.get("worker_count", 0)),
-        read_threads=int(cfg.data.get("read_threads", 0)),
-    )
-    batches = iter(dataset) if wrap is None else wrap(iter(dataset))
+    train_split = open_split(cfg.data, "train")
+
+    def batches_for(seed: int):
+        dataset = lm_train_dataset(
+            train_split,
+            tok,
+            seq_len=int(cfg.seq_len),
+            batch_size=per_host_batch,
+            seed=seed,
+            worker_count=int(cfg.data.get("worker_count", 0)),
+            read_threads=int(cfg.data.get("read_threads", 0)),
+        )
+        return iter(dataset) if wrap is None else wrap(iter(dataset))
+
+    # train.seeds = S > 1: copy s reads the data order of data.seed + s
+    batches = seed_batches(batches_for, int(cfg.train.get("seeds", 1)), int(cfg.data.seed))
     task = make_lm_task(model_cfg, int(cfg.seq_len), name=workdir.name)
     return train(cfg.train, task, batches, workdir, hooks=hooks)
 
@@ -156,10 +164,16 @@ def load_run(workdir: str | os.PathLike):
     return store.load_run_config(workdir), load_tokenizer(workdir / "tokenizer")
 
 
-def restore_lm(workdir: str | os.PathLike, step: int | None = None, vocab_size: int | None = None):
+def restore_lm(
+    workdir: str | os.PathLike,
+    step: int | None = None,
+    vocab_size: int | None = None,
+    seed: int | None = None,
+):
     """(model, params, tokenizer, cfg, step) of a finished or interrupted run.
 
-    ``vocab_size`` overrides the tokenizer's, for runs trained with extra ids (``train_run``)."""
+    ``vocab_size`` overrides the tokenizer's, for runs trained with extra ids (``train_run``);
+    ``seed`` picks one copy of a run trained with ``train.seeds`` > 1 (default: copy 0)."""
     from lexlm.eval import restore_params
     from lexlm.train.lm_task import lm_model
 
@@ -168,7 +182,9 @@ def restore_lm(workdir: str | os.PathLike, step: int | None = None, vocab_size: 
     maybe_initialize_distributed(cfg.train)
     model_cfg = lm_config(cfg, vocab_size or int(cfg.get("vocab_override", 0)) or tok.vocab_size)
     task = make_lm_task(model_cfg, int(cfg.seq_len))
-    params, restored_step, _ = restore_params(task, cfg.train, workdir, step)
+    seeds = int(cfg.train.get("seeds", 1))
+    index = (seed or 0) if seeds > 1 else seed
+    params, restored_step, _ = restore_params(task, cfg.train, workdir, step, seed=index)
     return lm_model(model_cfg), params, tok, cfg, restored_step
 
 
@@ -186,7 +202,7 @@ def run(c, wd: store.Workdir) -> dict:
     """Trains ``W/runs/lm`` (resuming), evaluates its final step on validation and test."""
     import time
 
-    from lexlm.proj.lm.evaluate import evaluate_run
+    from lexlm.proj.lm.evaluate import evaluate_run, evaluate_seeds
 
     run_dir = wd.run("lm")
     check_lm_run(c, run_dir)  # before anything is written
@@ -208,7 +224,10 @@ def run(c, wd: store.Workdir) -> dict:
         "model": c.model.to_dict(),
         "seq_len": int(c.seq_len),
         "batch_size": int(c.train.batch_size),
+        "seeds": int(c.train.get("seeds", 1)),
     }
     for split in ("validation", "test"):
-        findings[split] = evaluate_run(run_dir, split=split, step=final)
+        findings[split] = evaluate_run(run_dir, split=split, step=final)  # seed 0
+        # every trained seed, their spread and the documents' bootstrap interval
+        findings[f"{split}_seeds"] = evaluate_seeds(run_dir, split=split, step=final)
     return findings
