@@ -96,3 +96,37 @@ def test_lm_units_are_documents_with_known_sums():
     assert summary["units"]["bytes"] == [len(d) + 2 for d in docs]  # eos counts as 2 bytes
     bpb = iv.ratio_of_sums("bits", "bytes")(summary["units"])
     assert bpb == pytest.approx(summary["bits_per_byte"])
+
+
+def test_word_stream_documents_match_lm_documents():
+    """A word stream [eos, w, w, eos, w, eos]: the first eos belongs to no document, each
+    closing eos to the document it closes (as lm_eval_windows counts them)."""
+    from lexlm.data.word_windows import doc_of_pieces, doc_sums
+
+    doc = doc_of_pieces(np.array([True, False, False, True, False, True]))
+    assert doc.tolist() == [-1, 0, 0, 0, 1, 1]
+    assert doc_sums(doc, np.array([9, 1, 2, 3, 4, 5]), 2).tolist() == [6.0, 9.0]
+
+
+def test_claim_ordering_with_intervals_known_answer():
+    """SpaceByte's claim checked pair by pair over documents: a constant gap is an ordering,
+    an equal model is tied, and a tie means the claim does not hold."""
+    from lexlm.proj.byte_patching.report import ordering, verdict
+
+    rng = np.random.default_rng(0)
+    bits = rng.uniform(50, 100, 30)
+    n = np.full(30, 40.0)
+    units = {
+        "subword": {"bits": bits, "bytes": n},
+        "spacebyte": {"bits": bits + 5, "bytes": n},
+        "megabyte8": {"bits": bits + 5, "bytes": n},  # tied with SpaceByte
+        "byte": {"bits": bits + 9, "bytes": n},
+    }
+    bpb = {m: float(u["bits"].sum() / u["bytes"].sum()) for m, u in units.items()}
+    o = ordering(bpb, units)
+    got = {(p["better"], p["worse"]): p["verdict"] for p in o["pairs"]}
+    assert got == {("subword", "spacebyte"): "holds", ("spacebyte", "megabyte8"): "tied",
+                   ("megabyte8", "byte"): "holds"}  # fmt: skip
+    assert o["holds"] is False
+    assert "SpaceByte ~ MegaByte, P = 8" in verdict(o)
+    assert [c["verdict"] for c in o["neighbours"]][0] == "a"  # subword < the next one

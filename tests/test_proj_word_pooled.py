@@ -145,10 +145,16 @@ def test_evaluate_every_run_kind_and_a_moved_run_dir(reference, tmp_path, unopti
     assert {k: v["kind"] for k, v in lines.items()} == {
         "runs/char": "lm", "runs/word": "word", "runs/word_pooled": "word_pooled",
     }  # fmt: skip
+    units = eh.findings(wd)["units"]
+    doc_bytes = units["char"]["bytes"]
     for model in MODELS:
         line = lines[f"runs/{model}"]
         assert line["bits_per_byte"] == pytest.approx(rows[model]["bits_per_byte"])
         assert line["split"] == "test"
+        # the per-document units add up to the whole split, the same documents for every kind
+        u = units[model]
+        assert sum(u["bits"]) / sum(u["bytes"]) == pytest.approx(line["bits_per_byte"])
+        assert u["bytes"] == pytest.approx(doc_bytes) and sum(u["bytes"]) == rows[model]["n_bytes"]
     # a run directory moved away is evaluated from its own config.json, on another split too
     moved = shutil.move(wd / "runs" / "word_pooled", tmp_path / "elsewhere")
     code, out, err = eh.cli([f"--workdir={moved}", "--split=validation"], entry="evaluate")

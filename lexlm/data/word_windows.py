@@ -159,6 +159,22 @@ def back_to_back(
     return np.where(idx < n, idx, 0).astype(np.int32), mask
 
 
+def doc_of_pieces(is_eos: np.ndarray) -> np.ndarray:
+    """[N] the document of each piece (or word) of a stream that starts with an eos and closes
+    every document with one: -1 for the first eos, and a document's closing eos is its own
+    (as in ``lexlm.data.lm_eval_windows``, so both count the same documents)."""
+    is_eos = np.asarray(is_eos, bool)
+    closed_before = np.concatenate([[0], np.cumsum(is_eos)[:-1]])
+    return (closed_before - 1).astype(np.int64)
+
+
+def doc_sums(doc: np.ndarray, values: np.ndarray, n_docs: int) -> np.ndarray:
+    """Per-document sums of per-target values (targets with doc -1 are dropped)."""
+    doc, values = np.asarray(doc).ravel(), np.asarray(values, np.float64).ravel()
+    keep = doc >= 0
+    return np.bincount(doc[keep], weights=values[keep], minlength=n_docs)
+
+
 def word_eval_windows(stream: WordStream, window: int) -> dict[str, np.ndarray]:
     """Every piece after the first is a target once: ``units`` [K, W+1, L], ``word_mask``
     [K, W], and totals over targets (``n_words``, ``n_chars``, ``n_bytes``)."""
@@ -168,6 +184,7 @@ def word_eval_windows(stream: WordStream, window: int) -> dict[str, np.ndarray]:
     return {
         "units": units,
         "word_mask": mask,
+        "target_pieces": idx[:, 1:],  # [K, W]: the stream index of each target
         "n_words": np.int64(len(stream) - 1),
         "n_chars": np.int64(stream.chars[1:].sum()),
         "n_bytes": np.int64(stream.n_bytes[1:].sum()),

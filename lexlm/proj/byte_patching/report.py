@@ -16,7 +16,7 @@ import io
 import itertools
 from collections.abc import Mapping, Sequence
 
-from lexlm.proj.word_pooled.report import NAMES, finite
+from lexlm.proj.word_pooled.report import NAMES, bits_cell, finite
 
 CLAIM = ("subword", "spacebyte", "megabyte", "byte")  # SpaceByte's Table 1, best first
 CLAIM_NAMES = {"megabyte": "MegaByte", "spacebyte": "SpaceByte", "subword": "subword",
@@ -128,23 +128,63 @@ def claim_scores(bpb: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def ordering(bpb: Mapping[str, float]) -> dict:
+def claim_pairs(models: Sequence[str]) -> list[tuple[str, str]]:
+    """The claim's neighbouring pairs (better, worse) among the grid's models, each MegaByte
+    variant on its own (choosing the better of the two would choose on test)."""
+    mega = [m for m in ("megabyte4", "megabyte8") if m in models]
+    pairs = []
+    if "subword" in models and "spacebyte" in models:
+        pairs.append(("subword", "spacebyte"))
+    for m in mega:
+        if "spacebyte" in models:
+            pairs.append(("spacebyte", m))
+        if "byte" in models:
+            pairs.append((m, "byte"))
+    if not mega and "spacebyte" in models and "byte" in models:
+        pairs.append(("spacebyte", "byte"))
+    return pairs
+
+
+def ordering(bpb: Mapping[str, float], units: Mapping[str, Mapping] | None = None) -> dict:
     """Does subword < SpaceByte < MegaByte < byte hold? Pairs of neighbours in the claim (among
     the models present), each with ``holds``; ``holds`` for all (None with fewer than two);
-    ``ranked``: every model best first; ``word_pooled_rank``: its 1-based place (or None)."""
-    scores = claim_scores(bpb)
-    chain = [n for n in CLAIM if n in scores]
-    pairs = [
-        {"better": a, "worse": b, "holds": bool(scores[a] < scores[b])}
-        for a, b in itertools.pairwise(chain)
-    ]
+    ``ranked``: every model best first; ``word_pooled_rank``: its 1-based place (or None).
+
+    With ``units`` (model -> per-document bits and bytes) each pair carries the paired
+    bootstrap of the difference (``lexlm.eval.intervals.compare``) and ``verdict``: 'holds'
+    (the interval lies below 0), 'reversed' (above 0) or 'tied'; ``holds`` is then True only
+    when every pair's interval says so. Without units (old findings) each MegaByte value is
+    the better of P = 4 and 8 and ``holds`` compares the point values."""
+    from lexlm.eval import intervals as iv
+
     ranked = sorted(bpb, key=lambda k: bpb[k])
+    rank = ranked.index("word_pooled") + 1 if "word_pooled" in bpb else None
+    if units is None:
+        scores = claim_scores(bpb)
+        chain = [n for n in CLAIM if n in scores]
+        pairs = [
+            {"better": a, "worse": b, "holds": bool(scores[a] < scores[b])}
+            for a, b in itertools.pairwise(chain)
+        ]
+        return {"chain": chain, "pairs": pairs,
+                "holds": all(p["holds"] for p in pairs) if pairs else None,
+                "ranked": ranked, "word_pooled_rank": rank}  # fmt: skip
+    metric = iv.ratio_of_sums("bits", "bytes")
+    pairs = []
+    for a, b in claim_pairs([m for m in bpb if m in units]):
+        d = iv.compare(metric, units[a], units[b])
+        verdict = {"a": "holds", "b": "reversed", "tied": "tied"}[iv.ordered(d, True)]
+        pairs.append({"better": a, "worse": b, "holds": verdict == "holds", "verdict": verdict,
+                      **d})  # fmt: skip
+    from lexlm.proj.word_pooled.report import neighbour_comparisons
+
     return {
-        "chain": chain,
+        "chain": [n for n in CLAIM if any(n in (p["better"], p["worse"]) for p in pairs)],
         "pairs": pairs,
         "holds": all(p["holds"] for p in pairs) if pairs else None,
         "ranked": ranked,
-        "word_pooled_rank": ranked.index("word_pooled") + 1 if "word_pooled" in bpb else None,
+        "neighbours": neighbour_comparisons(bpb, units, metric, lower_better=True),
+        "word_pooled_rank": rank,
     }
 
 
@@ -157,9 +197,15 @@ def findings(grids: Sequence[Mapping], reference: Mapping) -> dict:
         models += [k for k in g["rows"] if k != "bigram" and k not in models]
     rows = {m: [{f: g["rows"].get(m, {}).get(f) for f in FIELDS} for g in grids] for m in models}
     orderings = []
-    for i in range(len(grids)):
+    for i, g in enumerate(grids):
         bpb = {m: r[i]["bits_per_byte"] for m, r in rows.items()}
-        orderings.append(ordering({m: v for m, v in bpb.items() if v is not None}))
+        units = g.get("units")
+        orderings.append(ordering({m: v for m, v in bpb.items() if v is not None}, units))
+        for m in rows:
+            row = g["rows"].get(m, {})
+            for key in ("interval", "seeds"):
+                if key in row:
+                    rows[m][i][key] = row[key]
     return finite(
         {"budgets": budgets, "rows": rows, "orderings": orderings, "reference": dict(reference)}
     )
@@ -188,7 +234,7 @@ def table(f: dict) -> list[str]:
             _sci(first["infer_flops_per_byte"]),
         ]
         for r in per:
-            cells += ["-" if r["steps"] is None else str(r["steps"]), _fix(r["bits_per_byte"])]
+            cells += ["-" if r["steps"] is None else str(r["steps"]), bits_cell(r)]
         lines.append("| " + " | ".join(cells) + " |")
     ref = f["reference"]
     cells = [f"count reference: byte {ref['order']}-gram (Witten-Bell)", "-", "0", "-"]
@@ -201,12 +247,22 @@ def verdict(o: dict) -> str:
     """One sentence on SpaceByte's ordering at one budget."""
     if o["holds"] is None:
         return "cannot be checked (too few of the claim's models)"
+    head = "reproduces" if o["holds"] else "does not reproduce"
+    if o["pairs"] and "verdict" in o["pairs"][0]:
+        from lexlm.eval.intervals import fmt_interval
+
+        sign = {"holds": "<", "reversed": ">", "tied": "~"}
+        parts = [
+            f"{NAMES.get(p['better'], p['better'])} {sign[p['verdict']]} "
+            f"{NAMES.get(p['worse'], p['worse'])} {fmt_interval(p)}"
+            for p in o["pairs"]
+        ]
+        return f"{head} ({'; '.join(parts)}; '~': tied at this budget)"
     parts = [
         f"{CLAIM_NAMES[p['better']]} {'<' if p['holds'] else 'NOT <'} {CLAIM_NAMES[p['worse']]}"
         for p in o["pairs"]
     ]
-    head = "reproduces" if o["holds"] else "does not reproduce"
-    return f"{head} ({', '.join(parts)})"
+    return f"{head} ({', '.join(parts)}; one seed, no interval recorded in this finding)"
 
 
 def bracket(bits: float, by_order: Mapping[str, float]) -> str:
@@ -275,9 +331,15 @@ def budget_lines(f: dict) -> list[str]:
     by_order = ref.get("test_bits_per_byte_by_order") or {}
     for i, (b, o) in enumerate(zip(f["budgets"], f["orderings"])):
         rows = {m: per[i] for m, per in f["rows"].items() if per[i]["bits_per_byte"] is not None}
-        ranked = ", ".join(
-            f"{NAMES.get(m, m)} ({rows[m]['bits_per_byte']:.3f})" for m in o["ranked"]
-        )
+        if "neighbours" in o:
+            from lexlm.proj.word_pooled.report import ranked_line
+
+            bits = {m: f"{r['bits_per_byte']:.3f}" for m, r in rows.items()}
+            ranked = ranked_line(o["ranked"], bits.__getitem__, o["neighbours"])
+        else:
+            ranked = ", ".join(
+                f"{NAMES.get(m, m)} ({rows[m]['bits_per_byte']:.3f})" for m in o["ranked"]
+            )
         rank = o["word_pooled_rank"]
         where = f"; the word-pooled LM ranks {rank} of {len(o['ranked'])}" if rank else ""
         lines.append(

@@ -29,14 +29,17 @@ from lexlm.proj.word_pooled import data
 from lexlm.text.tokenizers import EOS_ID, PAD_ID, UNK_ID
 
 
-def settings(cfg, token_lm: bool = False) -> dict:
+def settings(cfg, token_lm: bool = False, seed: int = 0) -> dict:
     """The evaluation settings that change its numbers (with the run, split and step)."""
     out = {
         "targets": int(cfg.eval.targets),
         "context_chars": int(cfg.eval.context_chars),
         "max_units": int(cfg.eval.max_units),
         "batch_size": int(cfg.eval.batch_size),
+        "units": "documents",  # per-document bits and bytes are part of the result
     }
+    if int(cfg.train.get("seeds", 1)) > 1:
+        out["train_seed"] = int(seed)
     if token_lm:
         out.update(next_words=True, gen_units=int(cfg.eval.gen_units))
     return out
@@ -51,9 +54,9 @@ def _step_of(run_dir, step: int | None) -> int:
     return int(step)
 
 
-def restore(run_dir, step: int):
+def restore(run_dir, step: int, seed: int = 0):
     """(config, tokenizer or vocabulary, model config, params, step) of a ``word_pooled`` or
-    ``word`` run."""
+    ``word`` run (copy ``seed`` of a run trained with ``train.seeds`` > 1)."""
     from lexlm.eval import restore_params
     from lexlm.proj.word_pooled import artifacts, kinds
 
@@ -61,15 +64,18 @@ def restore(run_dir, step: int):
     cfg = store.load_run_config(run_dir)
     units = artifacts.load(cfg, run_dir / artifacts.folder_name(cfg))
     task = kinds.make_task(cfg, units.vocab_size, name=str(cfg.name))
-    params, restored, _ = restore_params(task, cfg.train, run_dir, step)
+    index = seed if int(cfg.train.get("seeds", 1)) > 1 else None
+    params, restored, _ = restore_params(task, cfg.train, run_dir, step, seed=index)
     return cfg, units, kinds.model_config(cfg, units.vocab_size), params, restored
 
 
 def evaluate_run(
-    run_dir: str | os.PathLike, split: str | None = None, step: int | None = None
+    run_dir: str | os.PathLike, split: str | None = None, step: int | None = None, seed: int = 0
 ) -> dict:
     """Bits and next-word predictions of a ``word_pooled`` or ``word`` run's checkpoint
-    ``step`` (default: the newest) on ``split`` (default: the run's ``eval.split``)."""
+    ``step`` (default: the newest) on ``split`` (default: the run's ``eval.split``), and the
+    per-document bits and bytes (``units``) the intervals resample; ``seed`` is the copy of a
+    run trained with ``train.seeds`` > 1."""
     run_dir = as_path(run_dir)
     cfg = store.load_run_config(run_dir)
     split = split or str(cfg.eval.split)
@@ -79,7 +85,7 @@ def evaluate_run(
         from lexlm.data.word_windows import SpellingModel
         from lexlm.proj.word_pooled import artifacts
 
-        cfg_, units, model_cfg, params, restored = restore(run_dir, step)
+        cfg_, units, model_cfg, params, restored = restore(run_dir, step, seed)
         if str(cfg_.kind) == "word_pooled":
             result = _evaluate_word_pooled(cfg_, units, model_cfg, params, split)
         else:
@@ -87,7 +93,7 @@ def evaluate_run(
             result = _evaluate_word(cfg_, units, speller, model_cfg, params, split)
         return {"split": split, "step": int(restored), "kind": str(cfg_.kind), **result}
 
-    return store.evaluation(run_dir, split, step, settings(cfg), compute)
+    return store.evaluation(run_dir, split, step, settings(cfg, seed=seed), compute)
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
@@ -106,8 +112,8 @@ def _word_pooled_fns(model_cfg):
     c = model_cfg
 
     @jax.jit
-    def nll(params, batch):
-        return jnp.sum(word_pooled_nll(model, params, batch)[0])
+    def nll(params, batch):  # [B, W]: nats of each target word piece
+        return jnp.sum(word_pooled_nll(model, params, batch)[0], axis=-1)
 
     @jax.jit
     def predict(params, ctx, last):
@@ -123,26 +129,34 @@ def _word_pooled_fns(model_cfg):
 
 
 def _evaluate_word_pooled(cfg, tok, model_cfg, params, split: str) -> dict:
-    from lexlm.data.word_windows import word_eval_windows
+    from lexlm.data.word_windows import doc_of_pieces, doc_sums, word_eval_windows
 
     nll_fn, predict = _word_pooled_fns(model_cfg)
     stream = data.word_stream(cfg, tok, split)
     windows = word_eval_windows(stream, int(cfg.words))
     bs = int(cfg.eval.batch_size)
-    total = 0.0
+    doc = doc_of_pieces(stream.is_eos)
+    n_docs = int(doc.max()) + 1
+    doc_nats = np.zeros(n_docs)
     units, mask = windows["units"], windows["word_mask"]
     for s in range(0, len(units), bs):
         batch = {
             "units": _pad_rows(units[s : s + bs], bs),
             "word_mask": _pad_rows(mask[s : s + bs], bs),
         }
-        total += float(nll_fn(params, batch))
+        nats = np.asarray(nll_fn(params, batch), np.float64)[: len(units[s : s + bs])]
+        pieces = windows["target_pieces"][s : s + bs]
+        real = mask[s : s + bs] > 0
+        doc_nats += doc_sums(doc[pieces[real]], nats[real], n_docs)
+    total = float(doc_nats.sum())
+    doc_bytes = doc_sums(doc[1:], stream.n_bytes[1:], n_docs)
     result = {
         "loss": total / max(float(mask.sum()), 1.0),
         "bits_per_char": total / math.log(2) / float(windows["n_chars"]),
         "bits_per_byte": total / math.log(2) / float(windows["n_bytes"]),
         "n_chars": int(windows["n_chars"]),
         "n_bytes": int(windows["n_bytes"]),
+        "units": {"bits": (doc_nats / math.log(2)).tolist(), "bytes": doc_bytes.tolist()},
     }
     # next words: context = the longest run of whole words within context_chars characters
     texts, _, chars, targets = data.targets_of(cfg, split)
@@ -184,7 +198,7 @@ def _word_fns(model_cfg):
 
 
 def _evaluate_word(cfg, vocab, speller, model_cfg, params, split: str) -> dict:
-    from lexlm.data.word_windows import back_to_back
+    from lexlm.data.word_windows import back_to_back, doc_of_pieces, doc_sums
 
     nll_fn, predict = _word_fns(model_cfg)
     texts, is_eos, chars, targets = data.targets_of(cfg, split)
@@ -192,15 +206,22 @@ def _evaluate_word(cfg, vocab, speller, model_cfg, params, split: str) -> dict:
     seq = int(cfg.seq_len)
     idx, mask = back_to_back(len(ids), seq)
     windows = ids[idx] * np.concatenate([np.ones_like(mask[:, :1]), mask], 1).astype(np.int32)
-    total = 0.0
+    doc = doc_of_pieces(is_eos)
+    n_docs = int(doc.max()) + 1
+    doc_nats = np.zeros(n_docs)
     bs = int(cfg.eval.batch_size)
     for s in range(0, len(windows), bs):
         w, m = _pad_rows(windows[s : s + bs], bs), _pad_rows(mask[s : s + bs], bs)
-        nll = np.asarray(nll_fn(params, w[:, :-1], w[:, 1:]))
-        total += float((nll * m).sum())
+        nll = np.asarray(nll_fn(params, w[:, :-1], w[:, 1:]), np.float64)
+        rows = len(windows[s : s + bs])
+        real = m[:rows] > 0
+        doc_nats += doc_sums(doc[idx[s : s + bs, 1:][real]], nll[:rows][real], n_docs)
     unk = ids[1:] == UNK_ID
-    total += sum(speller.nats(t) for t, u in zip(texts[1:], unk) if u)
-    n_chars, n_bytes = int(chars[1:].sum()), int(sum(len(t.encode()) for t in texts[1:]))
+    spelled = np.array([speller.nats(t) if u else 0.0 for t, u in zip(texts[1:], unk)])
+    doc_nats += doc_sums(doc[1:], spelled, n_docs)
+    total = float(doc_nats.sum())
+    word_bytes = np.array([len(t.encode()) for t in texts[1:]], np.float64)
+    n_chars, n_bytes = int(chars[1:].sum()), int(word_bytes.sum())
     result = {
         "loss": total / max(len(ids) - 1, 1),
         "bits_per_char": total / math.log(2) / n_chars,
@@ -208,6 +229,10 @@ def _evaluate_word(cfg, vocab, speller, model_cfg, params, split: str) -> dict:
         "n_chars": n_chars,
         "n_bytes": n_bytes,
         "oov_rate": float(unk.mean()),
+        "units": {
+            "bits": (doc_nats / math.log(2)).tolist(),
+            "bytes": doc_sums(doc[1:], word_bytes, n_docs).tolist(),
+        },
     }
     preds = []
     for s in range(0, len(targets), bs):
@@ -300,7 +325,9 @@ def token_lm_predictions(model, params, tok, contexts, gen: int, batch_size: int
     return out
 
 
-def lm_next_words(run_dir, split: str | None = None, step: int | None = None) -> dict:
+def lm_next_words(
+    run_dir, split: str | None = None, step: int | None = None, seed: int = 0
+) -> dict:
     """An ``lm`` run's greedy next words on its ``eval.targets`` targets, and the characters
     and bytes of ``split`` its bits divide by (``n_chars``, ``n_bytes``)."""
     from lexlm.proj.lm.evaluate import eval_windows
@@ -317,7 +344,7 @@ def lm_next_words(run_dir, split: str | None = None, step: int | None = None) ->
         texts, is_eos, chars, targets = data.targets_of(cfg, split)
         preds = []
         if len(targets):
-            model, params, _, _, _ = restore_lm(run_dir, step)
+            model, params, _, _, _ = restore_lm(run_dir, step, seed=seed)
             contexts = []
             for i in targets:
                 j = nw.context_start(chars, int(i), int(cfg.eval.context_chars), 1 << 30)
@@ -326,17 +353,36 @@ def lm_next_words(run_dir, split: str | None = None, step: int | None = None) ->
             preds = token_lm_predictions(model, params, tok, contexts, gen, bs)
         return {"split": split, "step": step, **out, **_with_targets(texts, targets, preds)}
 
-    return store.evaluation(run_dir, split, step, settings(cfg, token_lm=True), compute)
+    return store.evaluation(run_dir, split, step, settings(cfg, token_lm=True, seed=seed), compute)
+
+
+def seed_result(run_dir, split: str, step: int, seed: int = 0) -> dict:
+    """One trained copy's evaluation: bits per byte and per character, the text they divide
+    by, the per-document bits and bytes, and (with targets) its next-word predictions."""
+    cfg = store.load_run_config(run_dir)
+    if str(cfg.kind) != "lm":
+        return evaluate_run(run_dir, split, step, seed=seed)
+    from lexlm.proj.lm.evaluate import evaluate_run as evaluate_lm
+
+    bits = evaluate_lm(run_dir, split=split, step=step, seed=seed)
+    out = {k: bits[k] for k in ("loss", "bits_per_char", "bits_per_byte", "step", "units")}
+    return {**out, **lm_next_words(run_dir, split, step, seed=seed), "kind": "lm"}
 
 
 def model_result(run_dir, split: str, step: int) -> dict:
-    """One grid model's evaluation: bits per byte and per character, the text they divide
-    by, and (with targets) its next-word predictions."""
-    cfg = store.load_run_config(run_dir)
-    if str(cfg.kind) != "lm":
-        return evaluate_run(run_dir, split, step)
-    from lexlm.proj.lm.evaluate import evaluate_run as evaluate_lm
+    """One grid model's evaluation: seed 0's result (``seed_result``) and, under ``seeds``,
+    every trained seed's bits per byte, their spread, and the per-document bits averaged
+    over seeds (what the paired intervals resample)."""
+    from lexlm.eval import intervals as iv
 
-    bits = evaluate_lm(run_dir, split=split, step=step)
-    out = {k: bits[k] for k in ("loss", "bits_per_char", "bits_per_byte", "step")}
-    return {**out, **lm_next_words(run_dir, split, step), "kind": "lm"}
+    cfg = store.load_run_config(run_dir)
+    n = int(cfg.train.get("seeds", 1))
+    per_seed = [seed_result(run_dir, split, step, s) for s in range(n)]
+    out = dict(per_seed[0])
+    units = iv.mean_over_seeds([r["units"] for r in per_seed])
+    out["units"] = {k: v.tolist() for k, v in units.items()}
+    out["seeds"] = {
+        "n": n,
+        "bits_per_byte": iv.seed_spread([r["bits_per_byte"] for r in per_seed]),
+    }
+    return out

@@ -277,10 +277,11 @@ def training_batches(cfg, units):
     """This host's resumable training batches of a ``word_pooled`` or ``word`` run."""
     from lexlm.data.word_windows import WordWindowBatches
     from lexlm.proj.word_pooled import data
+    from lexlm.train.seeds import seed_batches
 
     host_batch = int(cfg.train.batch_size) // jax.process_count()
-    seed = int(cfg.data.seed)
-    try:
+
+    def make(seed: int):
         if str(cfg.kind) == "word_pooled":
             stream = data.word_stream(cfg, units, "train")
             return WordWindowBatches(
@@ -292,6 +293,9 @@ def training_batches(cfg, units):
             ids, int(cfg.seq_len), host_batch, seed, jax.process_index(), key="ids"
         )
         return TokenWindows(windows)
+
+    try:  # train.seeds = S > 1: copy s reads the data order of data.seed + s
+        return seed_batches(make, int(cfg.train.get("seeds", 1)), int(cfg.data.seed))
     except ValueError as e:  # a training split shorter than one window
         raise DataError(f"{cfg.name}: {e}") from None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import io
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -145,16 +146,79 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def bits_units(results: Mapping[str, dict]) -> dict[str, dict]:
+    """model -> its per-document bits and bytes (seed-averaged), for the models that have them."""
+    return {k: r["units"] for k, r in results.items() if "units" in r}
+
+
+def correct_units(results: Mapping[str, dict]) -> dict[str, dict]:
+    """model -> {'correct': 0/1 per next-word target} (the same targets for every model)."""
+    return {
+        k: {"correct": [float(p == t) for p, t in zip(r["predictions"], r["targets"])]}
+        for k, r in results.items()
+        if r.get("predictions")
+    }
+
+
+def neighbour_comparisons(
+    values: Mapping[str, float], units: Mapping[str, dict], metric, lower_better: bool
+) -> list[dict]:
+    """The models ranked best first, and the paired bootstrap (``lexlm.eval.intervals``) of
+    each neighbouring pair: [{'a', 'b', ...compare..., 'verdict': 'a' | 'b' | 'tied'}]."""
+    from lexlm.eval import intervals as iv
+
+    order = ranking(dict(values), lower_better)
+    out = []
+    for a, b in itertools.pairwise(order):
+        if a in units and b in units:
+            d = iv.compare(metric, units[a], units[b])
+            out.append({"a": a, "b": b, **d, "verdict": iv.ordered(d, lower_better)})
+    return out
+
+
+def ranked_line(order: Sequence[str], value_of, comparisons: Sequence[dict]) -> str:
+    """'A (v) < B (v) ~ C (v)': '<' where the neighbours' interval excludes 0, '~' (tied at
+    this budget) where it holds 0; ', ' where no interval was recorded."""
+    sign = {(c["a"], c["b"]): ("<" if c["verdict"] != "tied" else "~") for c in comparisons}
+    parts = [f"{name(order[0])} ({value_of(order[0])})"]
+    for a, b in itertools.pairwise(order):
+        sep = f" {sign[(a, b)]} " if (a, b) in sign else ", "
+        parts.append(f"{sep}{name(b)} ({value_of(b)})")
+    return "".join(parts)
+
+
 def findings(results: Mapping[str, dict], counts: Mapping[str, int] | None) -> dict:
     """One row per model (``counts``: training counts of word bodies, None without next-word
-    targets); with both, the word-pooled against the character LM."""
+    targets); with both, the word-pooled against the character LM. ``units`` keeps each
+    model's per-document bits and bytes, ``comparisons`` the paired bootstrap of neighbouring
+    models in bits per byte and in next-word accuracy."""
+    from lexlm.eval import intervals as iv
+
     rows = {}
     for kind, r in results.items():
         row = {f: r.get(f) for f in ROW_FIELDS if f in r or f != "oov_rate"}
+        if "seeds" in r:
+            row["seeds"] = r["seeds"]
+        if "units" in r:
+            row["interval"] = iv.bootstrap_interval(iv.ratio_of_sums("bits", "bytes"), r["units"])
         if counts is not None:
             row["accuracy"] = finite(accuracy_report(r["predictions"], r["targets"], counts))
         rows[kind] = finite(row)
     out = {"models": [k for k in results if k != "bigram"], "rows": rows}
+    units = bits_units(results)
+    if units:
+        out["units"] = units
+        bits = {k: rows[k]["bits_per_byte"] for k in units if rows[k]["bits_per_byte"] is not None}
+        out["comparisons"] = {
+            "bits_per_byte": neighbour_comparisons(
+                bits, units, iv.ratio_of_sums("bits", "bytes"), lower_better=True
+            )
+        }
+        if counts is not None:
+            acc = {k: rows[k]["accuracy"]["overall"]["accuracy"] for k in rows}
+            out["comparisons"]["accuracy"] = neighbour_comparisons(
+                acc, correct_units(results), iv.mean("correct"), lower_better=False
+            )
     if counts is not None and "word_pooled" in rows and "char" in rows:
         wp, ch = rows["word_pooled"]["accuracy"], rows["char"]["accuracy"]
         out["vs_char"] = {
@@ -183,6 +247,23 @@ def name(kind: str) -> str:
     return NAMES.get(kind, kind)
 
 
+def bits_cell(r: Mapping) -> str:
+    """Bits per byte, '± h' (the 95% bootstrap half-width over test documents) when recorded,
+    and the seeds' standard deviation when there were several."""
+    if r.get("bits_per_byte") is None:
+        return "-"
+    i = r.get("interval")
+    if not i:
+        return _fix(r["bits_per_byte"])
+    from lexlm.eval.intervals import plus_minus
+
+    cell = plus_minus(r["bits_per_byte"], i["lo"], i["hi"])
+    s = (r.get("seeds") or {}).get("bits_per_byte")
+    if s and s["n"] > 1:
+        cell += f" (sd {s['sd']:.3f} over {s['n']} seeds)"
+    return cell
+
+
 def table(f: dict) -> list[str]:
     with_acc = all("accuracy" in r for r in f["rows"].values())
     head = ["model", *(["all", *BUCKETS, "numbers"] if with_acc else [])]
@@ -194,7 +275,7 @@ def table(f: dict) -> list[str]:
             a = r["accuracy"]
             cells += [_pct(a["overall"]), *(_pct(a["buckets"][b]) for b in BUCKETS)]
             cells.append(_pct(a["numeracy"]))
-        cells += [_fix(r["bits_per_byte"]), _fix(r["bits_per_char"])]
+        cells += [bits_cell(r), _fix(r["bits_per_char"])]
         cells += [_sci(r["train_flops_per_byte"]), _sci(r["infer_flops_per_byte"])]
         cells.append("-" if r["steps"] is None else str(r["steps"]))
         lines.append("| " + " | ".join(cells) + " |")
@@ -251,11 +332,20 @@ def orderings(f: dict) -> list[str]:
     rows = {k: r for k, r in f["rows"].items() if k != "bigram"}
     bits = {k: r["bits_per_byte"] for k, r in rows.items()}
     order = ranking(bits, lower_better=True)
-    lines = [
-        "- **Bits per byte**, best first: "
-        + ", ".join(f"{name(k)} ({bits[k]:.3f})" for k in order)
-        + "."
-    ]
+    if "comparisons" in f:
+        lines = [
+            "- **Bits per byte**, best first ('<': the paired bootstrap interval of the "
+            "difference over test documents excludes 0; '~': tied at this budget): "
+            + ranked_line(order, lambda k: f"{bits[k]:.3f}", f["comparisons"]["bits_per_byte"])
+            + "."
+        ]
+    else:
+        lines = [
+            "- **Bits per byte**, best first (one seed; no interval was recorded in this "
+            "finding, so neighbours are not ordered): "
+            + ", ".join(f"{name(k)} ({bits[k]:.3f})" for k in order)
+            + "."
+        ]
     if "word_pooled" in rows and "char" in rows:
         wp, ch = rows["word_pooled"], rows["char"]
         per_byte = ratio(wp["train_flops_per_byte"], ch["train_flops_per_byte"])
@@ -276,11 +366,18 @@ def orderings(f: dict) -> list[str]:
         acc = {k: r["accuracy"]["overall"]["accuracy"] for k, r in f["rows"].items()}
         best = ranking({k: v for k, v in acc.items() if k != "bigram"}, lower_better=False)
         ref = acc["bigram"]
-        lines.append(
-            "- **Next-word accuracy**, best first: "
-            + ", ".join(f"{name(k)} ({100 * acc[k]:.1f}%)" for k in best)
-            + "."
-        )
+        if "accuracy" in f.get("comparisons", {}):
+            lines.append(
+                "- **Next-word accuracy**, best first ('<' / '~' as above, over the targets): "
+                + ranked_line(best, lambda k: f"{100 * acc[k]:.1f}%", f["comparisons"]["accuracy"])
+                + "."
+            )
+        else:
+            lines.append(
+                "- **Next-word accuracy**, best first (no interval recorded): "
+                + ", ".join(f"{name(k)} ({100 * acc[k]:.1f}%)" for k in best)
+                + "."
+            )
         if ref is not None:
             above = [k for k in best if acc[k] > ref]
             lines.append(
