@@ -129,4 +129,4 @@ def test_claim_ordering_with_intervals_known_answer():
                    ("megabyte8", "byte"): "holds"}  # fmt: skip
     assert o["holds"] is False
     assert "SpaceByte ~ MegaByte, P = 8" in verdict(o)
-    assert [c["verdict"] for c in o["neighbours"]][0] == "a"  # subword < the next one
+    assert o["neighbours"][0]["verdict"] == "a"  # subword < the next one
