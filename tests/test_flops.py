@@ -233,3 +233,10 @@ def test_window_attention_flops_fall_in_proportion_to_the_window():
         banded = counted_flops(banded_fn, *qkv)
         # block = window: each query block scores its own and the previous key block
         assert banded / dense == pytest.approx(2 * window / t, rel=0.05)
+
+
+def test_a_window_near_the_length_costs_no_more_than_dense_attention():
+    qkv = (spec(2, 64, 2, 8),) * 3  # window 48 of 64: two blocks of 48 would score 96 keys
+    dense = counted_flops(lambda q, k, v: dot_product_attention(q, k, v), *qkv)
+    near = counted_flops(lambda q, k, v: dot_product_attention(q, k, v, window=48), *qkv)
+    assert near <= 1.02 * dense  # the window's mask: a few integer ops per score

@@ -124,7 +124,9 @@ def test_model_with_unusable_attention_raises_naming_the_field(impl):
         (16, 4, 4),  # T a multiple of the block
         (33, 8, 5),
         (10, 10, 0),  # window = T
-        (10, 20, 0),  # window > T: full causal attention
+        (10, 20, 0),  # window > T: full causal attention (the dense scores)
+        (10, 20, 4),  # ... and on the band
+        (12, 9, 0),  # a band as large as the matrix: the dense scores
         (9, 1, 0),  # window 1: each query sees itself only
         (9, 1, 4),
     ],

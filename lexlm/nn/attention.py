@@ -98,18 +98,22 @@ def banded_weighted_values(
 ) -> Float[Array, "B T H K"]:
     """Causal sliding-window attention computed on the band only (self-attention, no cache).
 
-    Queries are split into blocks of ``block`` positions (0: ``window``; at most T), T padded
-    to a multiple; each query block scores only its own key block and the ``ceil((window - 1)
-    / block)`` before it, with the exact window mask inside. ``scores_fn(q_blocks [N, block,
-    ...], k_band [N, S, ...]) -> [N, H, block, S]`` scores one band (N = B * blocks), so with
-    block = window the score and value FLOPs are about 2 * window / T of dense attention's."""
+    Queries are split into blocks of ``block`` positions (at most T), T padded to a multiple;
+    each query block scores only its own key block and the ``ceil((window - 1) / block)``
+    before it, with the exact window mask inside. ``scores_fn(q_blocks [N, block, ...], k_band
+    [N, S, ...]) -> [N, H, block, S]`` scores one band (N = B * blocks), so with block = window
+    the score and value FLOPs are about 2 * window / T of dense attention's. ``block=0``: block
+    = window, and the dense masked scores whenever the band would hold as many scores as the
+    full matrix (a window near T), so the cost never exceeds dense attention's."""
     b, t = q.shape[0], q.shape[1]
     if window < 1:
         raise ValueError(f"model.window: banded attention needs a window >= 1, got {window}")
     if block < 0:
         raise ValueError(f"banded attention: block must be >= 0 (0: the window), got {block}")
-    block = min(block or window, t)
+    auto, block = block == 0, min(block or window, t)
     n, prev, allowed = band_allowed(t, window, block)
+    if auto and n * block * (prev + 1) * block >= t * t:
+        return weighted_values(scores_fn(q, k), v, causal_allowed(t, t, window))
     qb = _blocks(q, block, n).reshape(b * n, block, *q.shape[2:])
     kb, vb = _band(k, block, n, prev), _band(v, block, n, prev)
     allowed = jnp.broadcast_to(allowed[None], (b, *allowed.shape)).reshape(b * n, block, -1)
