@@ -18,6 +18,14 @@ from jax.sharding import PartitionSpec
 
 from lexlm.nn import LMConfig, TransformerLM, dot_product_attention
 from lexlm.nn import lexinvariant as lexinv
+from lexlm.nn import low_rank_attention as lowrank
+from lexlm.nn.attention import (
+    banded_attention,
+    banded_weighted_values,
+    causal_allowed,
+    masked_attention,
+    weighted_values,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = ("learned", "lexinvariant", "semi")
@@ -102,6 +110,102 @@ def test_model_with_unusable_attention_raises_naming_the_field(impl):
     model = make(attention=impl)
     with pytest.raises(ValueError, match=r"model\.attention"):
         model.init(jax.random.key(0), tokens())
+
+
+# ----------------------------------------------------------------------------- banded attention
+
+
+@pytest.mark.parametrize(
+    "t, window, block",
+    [
+        (17, 5, 0),  # block = window, T not a multiple of it
+        (17, 5, 3),  # block smaller than the window, not a divisor
+        (17, 5, 7),  # block larger than the window
+        (16, 4, 4),  # T a multiple of the block
+        (33, 8, 5),
+        (10, 10, 0),  # window = T
+        (10, 20, 0),  # window > T: full causal attention (the dense scores)
+        (10, 20, 4),  # ... and on the band
+        (12, 9, 0),  # a band as large as the matrix: the dense scores
+        (9, 1, 0),  # window 1: each query sees itself only
+        (9, 1, 4),
+    ],
+)
+def test_banded_attention_equals_masked_dense_attention(t, window, block):
+    q, k, v = _qkv(t + window + block, (2, t, 3, 4))
+    dense = masked_attention(q, k, v, causal_allowed(t, t, window))
+    out = banded_attention(q, k, v, window, block)
+    chex.assert_shape(out, q.shape)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(dense), atol=1e-5)
+    if window == 1:  # the known answer: each output is its own value
+        np.testing.assert_allclose(np.asarray(out), np.asarray(v), atol=1e-6)
+
+
+def test_dispatcher_window_is_banded_and_cached_queries_keep_the_mask():
+    q, k, v = _qkv(3, (2, 13, 2, 4))
+    dense = masked_attention(q, k, v, causal_allowed(13, 13, 4))
+    out = dot_product_attention(q, k, v, causal=True, impl="xla", window=4)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(dense), atol=1e-5)
+    # a query block against a longer cache (t < s) goes through the mask
+    cached = dot_product_attention(q[:, -3:], k, v, causal=True, impl="xla", window=4)
+    np.testing.assert_allclose(np.asarray(cached), np.asarray(dense[:, -3:]), atol=1e-5)
+
+
+def test_banded_weighted_values_takes_any_scores_function():
+    """Low-rank scoring: keys without a head axis ([B, T, R]), scores by the given function."""
+    rng = np.random.default_rng(4)
+    a, b = (jnp.asarray(rng.standard_normal((2, 11, 6)), jnp.float32) for _ in range(2))
+    gains = jnp.asarray(rng.standard_normal((3, 6)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal((2, 11, 3, 4)), jnp.float32)
+    dense = weighted_values(lowrank.low_rank_scores(a, b, gains), v, causal_allowed(11, 11, 3))
+    out = banded_weighted_values(lambda x, y: lowrank.low_rank_scores(x, y, gains), a, b, v, 3)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(dense), atol=1e-5)
+
+
+def test_banded_attention_bad_window_is_one_line_error():
+    q, k, v = _qkv(5)
+    with pytest.raises(ValueError, match=r"model\.window.*>= 1"):
+        banded_attention(q, k, v, 0)
+    with pytest.raises(ValueError, match=r"block must be >= 0"):
+        banded_attention(q, k, v, 2, -1)
+
+
+def _dense_window_attention(q, k, v, window, block=0):
+    return masked_attention(q, k, v, causal_allowed(q.shape[1], q.shape[1], window))
+
+
+def _dense_window_values(scores_fn, q, k, v, window, block=0):
+    t = q.shape[1]
+    return weighted_values(scores_fn(q, k), v, causal_allowed(t, t, window))
+
+
+@pytest.mark.parametrize("model_name", ["standard", "low_rank", "spacebyte"])
+def test_models_with_a_window_match_their_masked_dense_version(model_name, monkeypatch):
+    """The banded path inside each model gives the logits of the old full-matrix mask."""
+    from lexlm.nn import attention, blocks, transformer
+    from lexlm.nn.spacebyte import SpaceByteConfig, SpaceByteLM
+
+    if model_name == "spacebyte":
+        model = SpaceByteLM(
+            SpaceByteConfig(
+                vocab_size=V, max_len=16, local_width=16, local_depth=2, local_heads=2,
+                window=3, width=32, depth=1, heads=2, cap=4,
+            )
+        )  # fmt: skip
+    else:
+        model = make(window=3, attention_kind=model_name, max_len=16)
+    x = tokens(length=14)
+    params = nn.meta.unbox(model.init(jax.random.key(0), x))
+    banded = model.apply(params, x)
+    monkeypatch.setattr(attention, "banded_attention", _dense_window_attention)
+    monkeypatch.setattr(blocks, "banded_attention", _dense_window_attention)
+    monkeypatch.setattr(transformer, "banded_weighted_values", _dense_window_values)
+    dense = model.apply(params, x)
+    np.testing.assert_allclose(np.asarray(banded), np.asarray(dense), atol=1e-5)
+    # the window has power: with full attention the logits differ
+    if model_name != "spacebyte":
+        full = make(window=0, attention_kind=model_name, max_len=16).apply(params, x)
+        assert float(jnp.abs(full - banded).max()) > 1e-4
 
 
 # ----------------------------------------------------------------------------- model helpers

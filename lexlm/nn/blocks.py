@@ -15,13 +15,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lexlm.nn.attention import masked_attention
+from lexlm.nn.attention import banded_attention, masked_attention
 from lexlm.nn.layers import Projection, layer_norm
 
 
 class CachedBlock(nn.Module):
     """Pre-LayerNorm Transformer block with an explicit mask and an optional key/value cache.
 
+    ``allowed`` [#B, T, S] says which keys each query sees; ``allowed=None`` with ``window`` > 0
+    (no cache) is causal sliding-window self-attention computed on the band only
+    (``attention.banded_attention``), so it costs O(T * window), not O(T^2).
     ``cache`` is ``(k, v)`` [B, S, H, K] for all S positions; the block writes this call's keys
     and values at ``index`` and returns the updated cache (``None`` without one)."""
 
@@ -32,7 +35,7 @@ class CachedBlock(nn.Module):
     dtype: object = jnp.float32
 
     @nn.compact
-    def __call__(self, x, allowed, cache=None, index=0):
+    def __call__(self, x, allowed, cache=None, index=0, window=0):
         d, h, dt = self.width, self.heads, self.dtype
         k_dim = d // h
         out_std = 0.02 / math.sqrt(2 * self.depth)
@@ -46,7 +49,12 @@ class CachedBlock(nn.Module):
             k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), index, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), index, axis=1)
             cache = (k, v)
-        y = masked_attention(q, k, v, allowed)
+        if allowed is None:
+            if cache is not None or window < 1:
+                raise ValueError("CachedBlock: allowed=None needs window >= 1 and no cache")
+            y = banded_attention(q, k, v, window)
+        else:
+            y = masked_attention(q, k, v, allowed)
         y = Projection((h, k_dim), (d,), ("heads", "kv", "embed"), out_std, dt, name="attn_out")(y)
         x = x + y
         y = layer_norm("ln_mlp", dt)(x)

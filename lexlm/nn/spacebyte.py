@@ -4,7 +4,8 @@ blocks that run only at the positions after-space rule picks (``lexlm.text.patch
 For a window of T input bytes (targets: the next byte of each):
 
 1. bytes are embedded at the local width D_L plus a learned position, then the first half of
-   the local blocks run (causal, each byte sees its last ``window`` bytes);
+   the local blocks run (causal, each byte sees its last ``window`` bytes, computed on that
+   band only: ``attention.banded_attention``, O(T * window));
 2. the first ``cap`` global positions (``patching.global_slots``) are gathered, zero-padded to
    the global width D and run through the global blocks (causal over global positions);
 3. the global blocks' residual update, truncated to D_L, is added back at each global
@@ -142,9 +143,9 @@ class SpaceByteLM(nn.Module):
         if t > c.max_len:
             raise ValueError(f"model.max_len: window of {t} bytes exceeds {c.max_len}")
         x = self._embed(tokens, 0)
-        allowed = causal_allowed(t, t, c.window)
+        # local blocks: sliding-window attention on the band only (allowed=None)
         for blk in self.local_blocks[: c.lower]:
-            x, _ = blk(x, allowed)
+            x, _ = blk(x, None, window=c.window)
         if c.depth:
             cap = min(c.cap, t)
             pos, valid = patching.global_slots(patching.spacebyte_global(tokens), cap)
@@ -157,7 +158,7 @@ class SpaceByteLM(nn.Module):
             rows = jnp.arange(b)[:, None]
             x = x.at[rows, pos].add(update)
         for blk in self.local_blocks[c.lower :]:
-            x, _ = blk(x, allowed)
+            x, _ = blk(x, None, window=c.window)
         return self._readout(x)
 
     def __call__(self, tokens: Int[ArrayLike, "B T"]) -> Float[Array, "B T V"]:

@@ -43,7 +43,12 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, Key
 from lexlm.nn import copy_readout as copy_lib
 from lexlm.nn import lexinvariant as lexinv
 from lexlm.nn import low_rank_attention as lowrank
-from lexlm.nn.attention import causal_allowed, dot_product_attention, weighted_values
+from lexlm.nn.attention import (
+    banded_weighted_values,
+    causal_allowed,
+    dot_product_attention,
+    weighted_values,
+)
 from lexlm.nn.layers import DTYPES, Projection, layer_norm
 
 EMBEDDINGS = ("learned", "lexinvariant", "semi")
@@ -232,8 +237,12 @@ class Block(nn.Module):
             a, b = rotary(a[:, :, None], pos)[:, :, 0], rotary(b[:, :, None], pos)[:, :, 0]
         q = a[:, :, None, :] * gains.astype(dt)
         self.sow("intermediates", "queries_keys", (q, jnp.broadcast_to(b[:, :, None], q.shape)))
-        scores = lowrank.low_rank_scores(a, b, gains)
         t = y.shape[1]
+        if 0 < cfg.window < t:  # only the band of scores is computed
+            return banded_weighted_values(
+                lambda qa, kb: lowrank.low_rank_scores(qa, kb, gains), a, b, v, cfg.window
+            )
+        scores = lowrank.low_rank_scores(a, b, gains)
         return weighted_values(scores, v, causal_allowed(t, t, cfg.window))
 
     @nn.compact

@@ -9,12 +9,12 @@ word-pooled LMs at several matched training-FLOP budgets, on one bits-per-byte s
 
 The protocol is the word-pooled grid's (``lexlm.proj.word_pooled``), run once per budget in
 ``budgets``: the same data and splits, each model's steps set so that its training FLOPs
-(XLA's count of one forward and backward pass, times steps) equal the budget, each warmed up
-over ``warmup_fraction`` of its own steps, and every model evaluated from its final checkpoint
-on ``eval.split``: bits per byte over the whole split, training and inference FLOPs per byte,
-parameters. Each budget's models are run directories ``W/runs/<budget name>/<model>``, the
-budget named by its value (``budget_3e12``), so a changed budget list adds new entries and
-reuses the others. Models (``models``, any subset of):
+(``lexlm.eval.flops``' count of one forward and backward pass, times steps) equal the budget,
+each warmed up over ``warmup_fraction`` of its own steps, and every model evaluated from its
+final checkpoint on ``eval.split``: bits per byte over the whole split, training and inference
+FLOPs per byte, parameters. Each budget's models are run directories
+``W/runs/<budget name>/<model>``, the budget named by its value (``budget_3e12``), so a changed
+budget list adds new entries and reuses the others. Models (``models``, any subset of):
 
 * ``byte``: the byte Transformer (``lexlm.nn.TransformerLM`` on UTF-8 bytes);
 * ``byte_window``: the same with sliding-window attention (``patching.window`` bytes);

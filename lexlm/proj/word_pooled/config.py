@@ -26,8 +26,8 @@ byte-patching peers ``byte_window``, ``megabyte4``, ``megabyte8``, ``spacebyte``
 ``patching``; the ``byte_patching`` project runs them at several budgets).
 
 Protocol. Every model trains on the same training split into ``W/runs/<model>``; its steps
-are set so that its training FLOPs (XLA's count of one forward and backward pass, times
-steps) equal ``budget.train_flops`` (0: the word-pooled model's at ``train.steps``). Every
+are set so that its training FLOPs (``lexlm.eval.flops``' count of one forward and backward pass,
+times steps) equal ``budget.train_flops`` (0: the word-pooled model's at ``train.steps``). Every
 model is then evaluated from its final checkpoint on ``eval.split``:
 
 * bits per character and per UTF-8 byte over the whole split;

@@ -221,8 +221,9 @@ class Counts:
 
 
 def count(cfg, units) -> Counts:
-    """``Counts`` of a run config with its tokenizer or vocabulary ``units``: XLA's count of
-    the lowered programs (nothing compiled) and the training split's mean bytes per unit."""
+    """``Counts`` of a run config with its tokenizer or vocabulary ``units``: the counted FLOPs
+    of the lowered programs (``lexlm.eval.flops``: loop bodies times their trip counts; nothing
+    compiled) and the training split's mean bytes per unit."""
     from lexlm.eval.flops import counted_flops, train_step_flops
 
     task = make_task(cfg, units.vocab_size)

@@ -3,10 +3,10 @@ its final checkpoint; shared with the ``byte_patching`` project, which runs it p
 
 A grid runs in three phases, so that a changed config is refused before anything is written:
 
-1. ``plan``: every model's run config, steps included. The steps come from XLA's FLOP count
-   of one training step, which needs the model's vocabulary size, so the tokenizers and word
-   vocabularies are built in a scratch folder outside the workdir (``artifacts``). A budget
-   below one step of a model is a one-line ``ConfigError`` here.
+1. ``plan``: every model's run config, steps included. The steps come from the counted FLOPs
+   (``lexlm.eval.flops``) of one training step, which needs the model's vocabulary size, so the
+   tokenizers and word vocabularies are built in a scratch folder outside the workdir
+   (``artifacts``). A budget below one step of a model is a one-line ``ConfigError`` here.
 2. ``check``: ``store.check_run`` on every run directory (read-only).
 3. ``execute``: each run opened, trained (or resumed) and evaluated
    (``evaluate.model_result``, saved under the run's ``evals/``).
