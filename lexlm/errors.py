@@ -40,3 +40,8 @@ class StaleResultError(LexlmError):
 
 class WorkdirBusyError(LexlmError):
     """Another process is running in the same workdir."""
+
+
+class FontError(LexlmError, ValueError):
+    """A font's glyph metrics cannot be used (a negative or oversized advance, a pair kerning
+    beyond one em). The message names the font file and the glyph."""

@@ -114,3 +114,56 @@ def test_bench_flags_parse_twice_in_one_process_and_a_bad_one_is_one_line(capsys
     with pytest.raises(SystemExit) as e:
         train_throughput.parse_args(["--help"])
     assert e.value.code == 0 and "--peak_tflops" in capsys.readouterr().out
+
+
+def test_render_bench_detects_pixels_renderer_through_gi(monkeypatch):
+    """PIXEL draws with cairo + PangoCairo from gi.repository; the obsolete ``pangocairo``
+    module is never looked for. Missing pieces read "not available" with the reason."""
+    import sys
+    import types
+
+    from bench.render import pango_renderer
+    from lexlm.text.render import RenderConfig
+
+    cfg = RenderConfig(max_patches=4)
+    monkeypatch.setitem(sys.modules, "cairo", None)  # import cairo -> ImportError
+    draw, why = pango_renderer(cfg)
+    assert draw is None and why.startswith("not available (") and "cairo" in why
+    asked = []
+    gi = types.ModuleType("gi")
+
+    def require_version(namespace, version):
+        asked.append((namespace, version))
+        raise ValueError(f"Namespace {namespace} not available")
+
+    gi.require_version = require_version
+    monkeypatch.setitem(sys.modules, "cairo", types.ModuleType("cairo"))
+    monkeypatch.setitem(sys.modules, "gi", gi)
+    monkeypatch.setitem(sys.modules, "pangocairo", types.ModuleType("pangocairo"))  # obsolete
+    draw, why = pango_renderer(cfg)
+    assert draw is None and why == "not available (ValueError: Namespace Pango not available)"
+    assert asked == [("Pango", "1.0")]
+
+
+def test_render_bench_times_the_same_sentences_and_divides_no_quoted_figure(capsys):
+    from bench import render
+
+    record = render.main(["--max_patches=16", "--sentences=40", "--per_sentence=8",
+                          "--batch=16", "--repeats=3", "--nopin"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert record["sentences"] == 8 and record["repeats"] == 3
+    assert set(record["per_sentence_per_s"]) >= {"glyph cache", "direct"}
+    assert all(v > 0 for v in record["per_sentence_per_s"].values())
+    quoted = [line for line in out.splitlines() if "11,500" in line]
+    assert len(quoted) == 1 and "quoted" in quoted[0] and " x" not in quoted[0]
+    if "pangocairo" not in record["per_sentence_per_s"]:
+        assert record["pangocairo"].startswith("not available")
+        assert "pangocairo   not available" in out
+    calls = []
+
+    def count():
+        calls.append(1)
+        return 10
+
+    rates = render.median_rates({"a": count}, 4)
+    assert len(calls) == 5 and rates["a"] > 0  # one warm-up, then 4 timed passes

@@ -20,13 +20,16 @@ from lexlm.data.sentence_pairs import (
     adjacent_pairs,
     span_mask,
     split_sentences,
+    text_ids,
 )
 from lexlm.nn.vit import EncoderConfig, SentenceEncoder, sincos_1d, sincos_2d
 from lexlm.text.render import RenderConfig
 from lexlm.train.contrastive_task import (
+    duplicate_mask,
     info_nce,
     init_params,
     mae_loss,
+    make_contrastive_task,
     normalised_pixels,
     soup,
     unbox,
@@ -98,6 +101,69 @@ def test_info_nce_known_answer_and_filler_rows():
     l3, _ = info_nce(junk, junk, 0.5, w)
     l2, _ = info_nce(junk[:2], junk[:2], 0.5)
     assert float(l3) == pytest.approx(float(l2), rel=1e-6)
+
+
+def test_info_nce_masks_repeated_sentences_known_answer():
+    """b_0 and b_2 are one sentence, and a_3 is the sentence b_1: those candidates leave the
+    denominators; the loss equals the cross-entropies written out without them."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(size=(4, 3)) for _ in range(2))
+    a, b = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (a, b))
+    ids_a, ids_b = text_ids(["x", "y", "z", "q"]), text_ids(["p", "q", "p", "r"])
+    dup = np.asarray(duplicate_mask(jnp.asarray(ids_a), jnp.asarray(ids_b)))
+    expected = np.zeros((4, 4), bool)
+    expected[0, 2] = expected[2, 0] = True  # b_2 is b_0's text, b_0 is b_2's
+    expected[3, 1] = True  # b_1 is a_3's own text
+    np.testing.assert_array_equal(dup, expected)
+    t = 0.5
+    s = a @ b.T / t
+
+    def ce(scores, pos, keep):
+        return -scores[pos] + np.log(np.sum(np.exp(scores[keep])))
+
+    rows = [ce(s[0], 0, [0, 1, 3]), ce(s[1], 1, [0, 1, 2, 3]), ce(s[2], 2, [1, 2, 3]),
+            ce(s[3], 3, [0, 2, 3])]  # fmt: skip
+    cols = [ce(s[:, 0], 0, [0, 1, 3]), ce(s[:, 1], 1, [0, 1, 2]), ce(s[:, 2], 2, [1, 2, 3]),
+            ce(s[:, 3], 3, [0, 1, 2, 3])]  # fmt: skip
+    loss, _ = info_nce(jnp.asarray(a), jnp.asarray(b), t, duplicates=jnp.asarray(dup))
+    assert float(loss) == pytest.approx(0.5 * (np.mean(rows) + np.mean(cols)), rel=1e-5)
+    plain, _ = info_nce(jnp.asarray(a), jnp.asarray(b), t)
+    assert abs(float(plain) - float(loss)) > 1e-3  # the mask changed the loss
+    # no repeated text: nothing is masked and the loss is the plain one
+    none = duplicate_mask(jnp.asarray(text_ids("abcd")), jnp.asarray(text_ids("efgh")))
+    assert not np.asarray(none).any()
+    same, _ = info_nce(jnp.asarray(a), jnp.asarray(b), t, duplicates=none)
+    assert float(same) == float(plain)
+
+
+def test_text_ids_equal_exactly_for_equal_texts():
+    ids = text_ids(["a cat", "a cat", "a cat ", "Ça va"])
+    assert ids.shape == (4, 2) and ids.dtype == np.int32
+    assert (ids[0] == ids[1]).all() and (ids[0] != ids[2]).any() and (ids[0] != ids[3]).any()
+
+
+def test_contrastive_step_counts_unchanged_perturbations_and_duplicates():
+    """A word shuffle cannot change a one-word sentence or one of a repeated word: 3 of the 6
+    rows (every step); 8 distinct words are reordered except with chance 1/8!. The two copies
+    of 'Alpha' are also each other's duplicate (2 masked pairs, both directions)."""
+    feats = PixelFeatures(RenderConfig(max_patches=12))
+    long = ["one two three four five six seven eight", "red green blue cyan magenta yellow "
+            "black white", "ant bee cat dog eel fox gnu hen"]  # fmt: skip
+    sents = ["Alpha", "Alpha", "go go go go", *long]
+    batches = PairBatches(feats, sents, None, 6, seed=1, kind="word_shuffle")
+    task = make_contrastive_task(PIX)
+    params = task.init(jax.random.key(0))
+    for _ in range(3):
+        batch = next(batches)
+        _, metrics = jax.jit(task.loss)(params, batch, jax.random.key(1))
+        assert float(metrics["unchanged_positives"]) == 3
+        # Alpha/Alpha: a, b and cross texts repeat: [i, j] and [j, i] both masked
+        assert float(metrics["duplicate_negatives"]) == 2
+    weight = np.ones(6, np.float32)
+    weight[batches.texts(2)[0].index("Alpha")] = 0  # one copy of Alpha made a filler row
+    _, metrics = jax.jit(task.loss)(params, dict(batch, weight=weight), jax.random.key(1))
+    assert float(metrics["duplicate_negatives"]) == 0  # a filler row is nobody's negative
+    assert float(metrics["unchanged_positives"]) == 2
 
 
 def test_mae_loss_counts_only_hidden_text_patches():

@@ -107,6 +107,36 @@ def test_select_on_dev_typo_gap_and_the_computed_sentences():
     assert "the pixel encoder loses more." in " ".join(report._typo_sentences(flipped, [0.1]))
 
 
+def test_counts_summed_over_a_stages_log_windows_and_reported(tmp_path):
+    """Each metrics line is the mean over the steps since the line before: windows of 2 and 3
+    steps with 1.5 and 2 unchanged positives a step sum to 1.5 x 2 + 2 x 3 = 9."""
+    from lexlm.proj.pixel import run as pixel_run
+
+    stage = tmp_path / "stages" / "unsup_conditional_shuffle"
+    stage.mkdir(parents=True)
+    lines = [
+        {"step": 2, "loss": 1.0, "unchanged_positives": 1.5, "duplicate_negatives": 0.5},
+        {"step": 5, "loss": 0.9, "unchanged_positives": 2.0, "duplicate_negatives": 0.0},
+    ]
+    (stage / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert pixel_run.summed_metric(stage, "unchanged_positives") == 9
+    assert pixel_run.summed_metric(stage, "duplicate_negatives") == 1
+    assert pixel_run.summed_metric(stage, "other") is None  # not logged: not recorded
+    assert pixel_run.summed_metric(tmp_path / "nothing", "loss") is None
+    cfg = pixel_config.get_config("tiny")
+    cfg.stages.unsup, cfg.stages.unsup_steps, cfg.train.batch_size = "conditional_shuffle", 5, 4
+    assert pixel_run.unchanged_perturbations(cfg, tmp_path, "pixel") == {
+        "conditional_shuffle": {"unchanged": 9, "positives": 20}}  # fmt: skip
+    assert pixel_run.masked_duplicates(cfg, tmp_path, "pixel") == {"unsup_conditional_shuffle": 1}
+    rows = [{"model": "pixel", "unchanged_perturbations": {"conditional_shuffle": {
+        "unchanged": 9, "positives": 20}}, "masked_duplicates": {"unsup_conditional_shuffle": 1}},
+        {"model": "token"}]  # fmt: skip
+    text = " ".join(report._count_lines(rows))
+    assert "the pixel encoder: conditional shuffle 9 of 20" in text
+    assert "over all stages: the pixel encoder 1." in text
+    assert report._count_lines([{"model": "pixel"}]) == []  # old findings: the page as before
+
+
 def test_the_stage_plan_and_its_global_steps():
     c = pixel_config.get_config("tiny")
     c.stages.update(unsup="typo,combined", unsup_steps=3, topical_steps=2, mae_steps=2)
@@ -208,6 +238,10 @@ def test_the_findings_hold_each_model_and_the_reference(reference):
         assert [e["stage"] for e in cands] == ["soup", "topical_0"]
         assert row["dev"] == max(e["dev"] for e in cands) and row["params"] > 0
     assert f["rows"][2]["params"] == 0 and f["dev_pairs"] == f["test_pairs"] == 300
+    for row in f["rows"][:2]:  # 3 steps of 8 perturbed positives; counts from every stage
+        counted = row["unchanged_perturbations"]["combined"]
+        assert counted["positives"] == 24 and 0 <= counted["unchanged"] <= 24
+        assert set(row["masked_duplicates"]) == {"unsup_combined", "topical_0"}
     assert [e["label"] for e in f["examples"]] == ["clean", "10% typos", "word shuffle"]
     provenance = json.loads((reference / "provenance.json").read_text())
     assert set(provenance["timings"]) == {"pixel", "token"}  # timings there, never in findings

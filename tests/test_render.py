@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from lexlm.text.render import BLACK, WHITE, RenderConfig, Renderer, RenderStats
+from lexlm.errors import FontError
+from lexlm.text.render import BLACK, KERN_GLYPHS, WHITE, RenderConfig, Renderer, RenderStats
 
 SENTENCES = [
     "A man is playing a flute while another man plays the guitar on a stage.",
@@ -111,3 +112,90 @@ def test_output_buffer_reuse_and_bad_arguments(renderer, tmp_path):
     small = odd.render(SENTENCES[:1])
     assert small.patches().shape == (1, 200, 8, 8)
     assert np.all(small.patches()[0, small.num_patches[0]] == BLACK)
+
+
+def _drawn_apart(renderer, text: str) -> np.ndarray:
+    """[16, W] strip of ``text`` with each glyph drawn alone by Pillow at the renderer's rounded
+    pen position (advances plus Pillow's pair kerning), composited darkest-wins, then the end
+    patch: what the glyph cache must give where no glyph's ink overlaps another's."""
+    from PIL import Image, ImageDraw
+
+    c, f = renderer.cfg, renderer.font
+    strip = np.full((c.patch, c.width), WHITE, np.uint8)
+    pen = 0.0
+    for i, ch in enumerate(text):
+        img = Image.new("L", (c.width, c.patch), WHITE)
+        x = c.left_pad + int(np.rint(pen))
+        ImageDraw.Draw(img).text((x, renderer.y), ch, font=f, fill=BLACK)
+        strip = np.minimum(strip, np.asarray(img, np.uint8))
+        pen += f.getlength(ch)
+        if i + 1 < len(text):
+            pen += f.getlength(ch + text[i + 1]) - f.getlength(ch) - f.getlength(text[i + 1])
+    eos = math.ceil((c.left_pad + int(np.rint(pen)) + c.right_pad) / c.patch)
+    strip[:, eos * c.patch :] = WHITE
+    strip[:, eos * c.patch : (eos + 1) * c.patch] = BLACK
+    return strip
+
+
+def test_positive_kerning_stays_in_the_glyphs_cell():
+    """'-' before 'G' is kerned apart (+0.48 px): after 1 or 2 spaces (pen at 4.23, 8.47 px)
+    the hyphen spans 6 columns, one more than ceil(its advance of 4.81 px). Its cell must hold
+    them: before cells were sized for kerning, the 6th column was G's first (G drawn next in
+    the atlas), a stray column of ink."""
+    f = Renderer(RenderConfig(max_patches=8)).font
+    assert f.getlength("-G") - f.getlength("-") - f.getlength("G") > 0.4  # the kerning
+    for spaces in range(6):
+        renderer = Renderer(RenderConfig(max_patches=8))  # fresh: '-' then 'G' in the atlas
+        text = " " * spaces + "-G"
+        out = renderer.render([text]).images[0]
+        np.testing.assert_array_equal(out, _drawn_apart(renderer, text), err_msg=repr(text))
+
+
+def test_every_glyphs_drawn_width_fits_its_cell():
+    """The default font's whole cache (every code point of its cmap, kerning among the first
+    KERN_GLYPHS): the most columns a glyph can span, floor(advance + its largest kerning) + 1,
+    is within its atlas cell; and a text of every kerned pair lays out inside the cells."""
+    r = Renderer(RenderConfig(max_patches=8))
+    cps = sorted(r.cmap)
+    r.render(["".join(map(chr, cps))])  # caches every glyph (the text is cut, not the cache)
+    assert len(r._cell_arr) == len(cps) - 2  # U+2028, U+2029 are line breaks: drawn as spaces
+    adv, kern, cell = r._width_arr, r._kern, r._cell_arr
+    assert kern.shape == (KERN_GLYPHS, KERN_GLYPHS) and kern.max() > 0.9  # there is kerning
+    most = adv.copy()
+    most[:KERN_GLYPHS] += np.maximum(kern.max(axis=1), 0.0)
+    assert np.all(np.floor(most) + 1 <= cell)
+    assert np.all(adv[:KERN_GLYPHS, None] + kern >= 0)  # no pair moves the pen back
+    # the layout of all kerned pairs at once: each glyph's span against its cell
+    chars = np.asarray(r._chars[:KERN_GLYPHS])
+    text = "".join(map(chr, np.stack(np.meshgrid(chars, chars), -1).reshape(-1)))
+    ids = r._ids(text)
+    step = adv[ids].copy()
+    step[:-1] += kern[ids[:-1], ids[1:]]
+    end = np.rint(np.cumsum(step)).astype(np.int64)
+    widths = np.diff(end, prepend=0)
+    assert widths.min() >= 0 and np.all(widths <= cell[ids])
+    assert np.any(widths > np.ceil(adv[ids]))  # spans past ceil(advance) occur and fit
+
+
+def test_wrong_glyph_metrics_are_one_clear_error(monkeypatch):
+    """A FreeType that reports a negative advance (or an absurd pair kerning) is a FontError
+    naming the font and the glyph, raised when the glyph is cached, never numpy's
+    'repeats may not contain negative values' mid-render."""
+    cases = [
+        (lambda t, real: -3.0 if t == "q" else real(t), "quick", "'q'"),
+        (lambda t, real: 99.0 if t == "ui" else real(t), "quick", "'ui'"),
+        (lambda t, real: float("nan") if t == "k" else real(t), "k", "'k'"),
+    ]
+    for wrong, text, glyph in cases:
+        r = Renderer(RenderConfig(max_patches=8))
+        real = r.font.getlength
+        monkeypatch.setattr(r.font, "getlength", lambda t, *a, real=real, w=wrong: w(t, real))
+        with pytest.raises(FontError, match=r"DejaVuSans\.ttf") as e:
+            r.render([text])
+        assert glyph in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unicode_line_separators_become_spaces(renderer):
+    """U+2028 / U+2029 (which Pillow's layout refuses alone) render as spaces."""
+    a = renderer.render(["one\u2029two\u2028three\x0bfour"]).strips
+    np.testing.assert_array_equal(a, renderer.render(["one two three four"]).strips)

@@ -125,12 +125,23 @@ def adjacent_pairs(docs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]
     return left, right
 
 
+def text_ids(texts: Sequence[str]) -> Int[np.ndarray, "N 2"]:
+    """Each text's identity for the contrastive loss: a 64-bit BLAKE2b hash of its UTF-8 bytes
+    as two int32 halves ([N, 2]; JAX keeps 32-bit integers). Equal texts, equal rows."""
+    import hashlib
+
+    raw = b"".join(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest() for t in texts)
+    return np.frombuffer(raw, "<i4").reshape(len(texts), 2).astype(np.int32)
+
+
 class PairBatches:
     """Endless batches of positive pairs.
 
     ``right=None``: the positive of each sentence is ``perturb(sentence, kind, rate)``, drawn
     with ``default_rng([seed, step])`` (perturbation positives). Otherwise row i of ``left`` and
-    of ``right`` are a given pair."""
+    of ``right`` are a given pair. Each batch carries the rows' text identities (``a_id``,
+    ``b_id``: ``text_ids``), so that a repeated sentence is no negative of itself and a
+    perturbation that changed nothing is counted (``contrastive_task``)."""
 
     def __init__(self, features, left: Sequence[str], right: Sequence[str] | None, batch_size: int,
                  seed: int = 0, kind: str = "typo", rate: float = 0.1):  # fmt: skip
@@ -159,7 +170,8 @@ class PairBatches:
         xa, ma = self.features(a)
         xb, mb = self.features(b)
         return {"a": xa, "a_mask": ma, "b": xb, "b_mask": mb,
-                "weight": np.ones(len(a), np.float32)}  # fmt: skip
+                "weight": np.ones(len(a), np.float32),
+                "a_id": text_ids(a), "b_id": text_ids(b)}  # fmt: skip
 
     def get_state(self) -> dict:
         return {"step": self.step}

@@ -16,17 +16,25 @@ dependency; DejaVu fonts licence, free to redistribute), at 8 pt x 120 dpi = 13.
 PIXEL. It covers Latin (Basic, Latin-1, Extended-A/B), Greek and Cyrillic; ``coverage()``
 gives the exact counts per block. A character without a glyph is drawn as the font's missing-
 glyph box and counted (``RenderStats.missing_glyphs``), so it still occupies its place. Line
-breaks and tabs become spaces (PIXEL does the same for newlines).
+breaks (``str.splitlines``' separators) and tabs become spaces (PIXEL does the same for
+newlines).
 
 Speed: each distinct character is drawn once by FreeType (through Pillow) into a column atlas;
 the pen moves by the exact fractional advances plus pair kerning (Pillow's pair advance minus
 the two single advances, for the first ``KERN_GLYPHS`` distinct characters), and each glyph
-owns the columns from its rounded pen position to the next glyph's. A batch of sentences is
-then one vectorised gather of atlas columns and one copy per sentence. Drawing whole sentences
-with Pillow (``render_direct``) differs only where neighbouring glyphs' ink overlaps the next
-cell: on the test sentences the mean absolute difference over the text is below 1% of full
-scale (``tests/test_render.py`` asserts it; ``bench/render.py`` reports it with
-the speed ratio).
+owns the columns from its rounded pen position to the next glyph's. That span is at most
+floor(advance + kerning) + 1 columns, so each glyph's atlas cell is floor(advance + one em) + 1
+columns wide (its own ink or background past the advance): a positive kerning never reaches
+into the next glyph's cell. A batch of sentences is then one vectorised gather of atlas
+columns and one copy per sentence. Drawing whole sentences with Pillow (``render_direct``)
+differs only where neighbouring glyphs' ink overlaps the next cell: on the test sentences the
+mean absolute difference over the text is below 1% of full scale (``tests/test_render.py``
+asserts it; ``bench/render.py`` reports it with the speed ratio).
+
+Metrics are checked as the cache grows (``FontError``, naming the font and the glyph): every
+advance finite and within [0, the font's ``hhea.advanceWidthMax``], every pair kerning at most
+one em and never making a glyph's advance negative. A process whose FreeType gives wrong
+metrics (seen with Pango/cairo loaded) gets that one line, not a numpy error mid-render.
 
 Determinism: the output depends only on the text, the font file (its SHA-256 is recorded in
 ``Renderer.fingerprint``) and Pillow's FreeType build, so it is identical on any machine with
@@ -43,6 +51,8 @@ from collections.abc import Sequence
 
 import numpy as np
 from jaxtyping import Bool, Int32, UInt8
+
+from lexlm.errors import FontError
 
 FONT_NAME = "DejaVuSans.ttf"
 KERN_GLYPHS = 512  # pair kerning is applied between the first 512 distinct characters seen
@@ -113,8 +123,11 @@ class Rendered:
         return self.strips.reshape(n, w // h, h, h).transpose(0, 1, 3, 2)
 
 
+_SPACES = str.maketrans(dict.fromkeys("\n\r\t\v\f\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
 def _clean(text: str) -> str:
-    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    return text.replace("\r\n", " ").translate(_SPACES)
 
 
 class Renderer:
@@ -133,7 +146,11 @@ class Renderer:
         self.font_path = path
         self.font_sha256 = hashlib.sha256(data).hexdigest()
         self.font = ImageFont.truetype(path, self.cfg.font_px)
-        self.cmap = frozenset(TTFont(path, lazy=True).getBestCmap())
+        tt = TTFont(path, lazy=True)
+        self.cmap = frozenset(tt.getBestCmap())
+        em = self.cfg.font_px / tt["head"].unitsPerEm
+        self.max_advance = tt["hhea"].advanceWidthMax * em  # px, the font's widest advance
+        self.max_kern = self.cfg.font_px  # px: one em, what a cell leaves for kerning
         ascent, descent = self.font.getmetrics()
         self.y = (self.cfg.patch - (ascent + descent)) // 2
         # Column atlas [columns, 16] (one row per pixel column, so that a gather copies
@@ -142,7 +159,8 @@ class Renderer:
         self._pending: list[np.ndarray] = []
         self._n_cols = 0
         self._start: list[int] = []
-        self._width: list[int] = []
+        self._cell: list[int] = []  # atlas columns of each glyph
+        self._width: list[float] = []  # advances, px
         self._has: list[bool] = []
         self._chars: list[int] = []
         self._kern = np.zeros((0, 0), np.float64)  # [G, G] pair kerning, px (G <= 512)
@@ -167,12 +185,40 @@ class Renderer:
         }
 
     # -- the glyph cache ---------------------------------------------------------------------
-    def _draw_glyph(self, char: str) -> np.ndarray:
-        """[advance, 16] columns of one character: ink in its advance cell, 255 background."""
+    def _bad_metric(self, what: str) -> FontError:
+        return FontError(
+            f"render: font {self.font_path} gives {what} (the glyph metrics are wrong in this "
+            "process, e.g. another FreeType loaded with Pango/cairo; render in a process "
+            "without it, or set render.font_path to another font)"
+        )
+
+    def _length(self, text: str) -> float:
+        try:
+            return float(self.font.getlength(text))
+        except (RuntimeError, OSError) as e:  # Pillow's layout refused the text
+            raise self._bad_metric(f"no advance for {text!r} ({e})") from None
+
+    def _advance(self, char: str) -> float:
+        """The checked advance of one character, px."""
+        adv = self._length(char)
+        if not (math.isfinite(adv) and 0 <= adv <= self.max_advance + 1):
+            raise self._bad_metric(
+                f"{char!r} (U+{ord(char):04X}) an advance of {adv:g} px, outside [0, "
+                f"{self.max_advance:.2f}] (its hhea.advanceWidthMax)"
+            )
+        return adv
+
+    def cell_width(self, advance: float) -> int:
+        """Atlas columns of a glyph of ``advance`` px: the most a glyph can span, floor(advance
+        + kerning) + 1 (rounded pen positions), for any kerning up to ``max_kern``."""
+        return math.floor(advance + self.max_kern) + 1
+
+    def _draw_glyph(self, char: str, advance: float) -> np.ndarray:
+        """[cell_width(advance), 16] columns of one character drawn at x = 0 (ink past the
+        advance kept up to the cell's end), 255 background."""
         from PIL import Image, ImageDraw
 
-        advance = max(1, math.ceil(self.font.getlength(char)))
-        img = Image.new("L", (advance, self.cfg.patch), WHITE)
+        img = Image.new("L", (self.cell_width(advance), self.cfg.patch), WHITE)
         ImageDraw.Draw(img).text((0, self.y), char, font=self.font, fill=BLACK)
         return np.asarray(img, np.uint8).T.copy()
 
@@ -180,10 +226,12 @@ class Renderer:
         gid = self._lut[cp] if cp < 0x10000 else self._astral.get(cp, -1)
         if gid >= 0:
             return int(gid)
-        cols = self._draw_glyph(chr(cp))
+        advance = self._advance(chr(cp))
+        cols = self._draw_glyph(chr(cp), advance)
         gid = len(self._start)
         self._start.append(self._n_cols)
-        self._width.append(self.font.getlength(chr(cp)))
+        self._cell.append(cols.shape[0])
+        self._width.append(advance)
         self._has.append(cp in self.cmap)
         self._chars.append(cp)
         self._pending.append(cols)
@@ -199,13 +247,15 @@ class Renderer:
             self._columns = np.concatenate([self._columns, *self._pending], axis=0)
             self._pending = []
             self._start_arr = np.asarray(self._start, np.int64)
+            self._cell_arr = np.asarray(self._cell, np.int64)
             self._width_arr = np.asarray(self._width, np.float64)
             self._has_arr = np.asarray(self._has, bool)
             self._extend_kerning()
 
     def _extend_kerning(self) -> None:
         """Pair kerning of every new glyph against all cached ones (Pillow's own pair advance
-        minus the two single advances), for glyph ids below ``KERN_GLYPHS``."""
+        minus the two single advances), for glyph ids below ``KERN_GLYPHS``; a pair beyond
+        one em, or one that moves the pen back, is a ``FontError``."""
         old, new = self._kern.shape[0], min(len(self._start), KERN_GLYPHS)
         if new == old:
             return
@@ -216,8 +266,17 @@ class Renderer:
         for j in range(old, new):
             for i in range(new):
                 for a, b in ((i, j), (j, i)):
-                    kern[a, b] = self.font.getlength(chars[a] + chars[b]) - adv[a] - adv[b]
+                    kern[a, b] = self._length(chars[a] + chars[b]) - adv[a] - adv[b]
         kern[np.abs(kern) < 1e-9] = 0.0
+        step = np.asarray(adv[:new])[:, None] + kern  # the pen's move after a, before b
+        bad = ~np.isfinite(kern) | (kern > self.max_kern) | (step < -1e-9)
+        if bad.any():
+            a, b = (int(x[0]) for x in np.nonzero(bad))
+            raise self._bad_metric(
+                f"the pair {chars[a] + chars[b]!r} a kerning of {kern[a, b]:g} px after an "
+                f"advance of {adv[a]:g} px (kerning must be at most one em, "
+                f"{self.max_kern:.2f} px, and leave the advance non-negative)"
+            )
         self._kern = kern
 
     def _ids(self, text: str) -> np.ndarray:
@@ -281,6 +340,9 @@ class Renderer:
             strips.fill(WHITE)
         kid, kw = ids[keep], widths[keep]
         eos = np.minimum(-(-(c.left_pad + total + c.right_pad) // c.patch), c.max_patches - 1)
+        if len(kid) and kw.min() < 0:  # the checks above rule this out; never a numpy error
+            g = int(kid[np.argmin(kw)])
+            raise self._bad_metric(f"{chr(self._chars[g])!r} a negative width in a text")
         if len(kid):
             # A text's glyph cells abut, so its columns are one run of atlas rows: gather every
             # run at once, then copy each text's run into its strip.

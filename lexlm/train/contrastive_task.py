@@ -3,7 +3,12 @@
 Contrastive batches (``lexlm.data.sentence_pairs``): ``{'a': inputs [B, P, ...], 'a_mask': bool
 [B, P], 'b': ..., 'b_mask': ..., 'weight': float32 [B]}``, row i of ``a`` and row i of ``b`` a
 positive pair, every other row of the other side a negative. ``weight`` 0 marks filler rows: they
-are neither a positive nor a negative for anyone.
+are neither a positive nor a negative for anyone. Optional ``'a_id'``, ``'b_id'``: int32 [B, 2],
+each row's text identity (``sentence_pairs.text_ids``, a 64-bit hash in two halves): a candidate
+that is the same sentence as the anchor or its positive is then no negative
+(``duplicate_mask``), and the step's metrics count the masked candidates
+(``duplicate_negatives``) and the positives identical to their anchor (``unchanged_positives``:
+in a perturbation stage, the perturbations that left the text as it was).
 
 MAE batches: ``{'a': patches uint8 [B, P, X], 'a_mask', 'hidden': bool [B, P] (the span mask,
 ``span_mask``), 'text': bool [B, P] (text patches, the end patch excluded)}``.
@@ -17,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, Bool, Float, UInt8
+from jaxtyping import Array, Bool, Float, Int, UInt8
 
 from lexlm.nn.vit import EncoderConfig, SentenceEncoder
 from lexlm.train.loop import Task
@@ -25,19 +30,38 @@ from lexlm.train.loop import Task
 TEMPERATURE = 0.05  # Pixel-Linguist's
 
 
+def _same(x: Int[Array, "B K"], y: Int[Array, "B K"]) -> Bool[Array, "B B"]:
+    return jnp.all(x[:, None, :] == y[None, :, :], axis=-1)
+
+
+def duplicate_mask(a_ids: Int[Array, "B K"], b_ids: Int[Array, "B K"]) -> Bool[Array, "B B"]:
+    """[i, j] (i != j): whether b_j is no negative for a_i, nor a_i for b_j, because the texts
+    repeat: b_j is the same sentence as a_i or as a_i's positive b_i, or a_j is the same
+    sentence as a_i (b_j is then a positive of a_i's text). One matrix serves both directions
+    of ``info_nce`` (row i's candidate b_j is column j's candidate a_i)."""
+    dup = _same(a_ids, a_ids) | _same(b_ids, b_ids) | _same(a_ids, b_ids)
+    return dup & ~jnp.eye(a_ids.shape[0], dtype=bool)
+
+
 def info_nce(
     a: Float[Array, "B D"],
     b: Float[Array, "B D"],
     temperature: float = TEMPERATURE,
     weight: Float[Array, " B"] | None = None,
+    duplicates: Bool[Array, "B B"] | None = None,
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """Symmetric in-batch InfoNCE on unit vectors: S = a b^T / t, the mean of the cross-entropy
     of S's rows and of its columns against the diagonal. Returns (loss, the fraction of rows and
-    columns whose positive scores highest). Rows with weight 0 take no part."""
+    columns whose positive scores highest). Rows with weight 0 take no part; the off-diagonal
+    pairs where ``duplicates`` ([B, B] bool, ``duplicate_mask``) is True leave the
+    denominators (a repeated sentence is not its own negative)."""
     n = a.shape[0]
     w = jnp.ones((n,), jnp.float32) if weight is None else weight.astype(jnp.float32)
     s = (a @ b.T).astype(jnp.float32) / temperature
-    s = jnp.where((w[None, :] > 0) & (w[:, None] > 0) | jnp.eye(n, dtype=bool), s, -1e9)
+    keep = (w[None, :] > 0) & (w[:, None] > 0)
+    if duplicates is not None:
+        keep &= ~duplicates
+    s = jnp.where(keep | jnp.eye(n, dtype=bool), s, -1e9)
     labels = jnp.arange(n)
     rows = optax.softmax_cross_entropy_with_integer_labels(s, labels)
     cols = optax.softmax_cross_entropy_with_integer_labels(s.T, labels)
@@ -105,9 +129,17 @@ def make_contrastive_task(
         del key
         ea = model.apply({"params": params}, batch["a"], batch["a_mask"])
         eb = model.apply({"params": params}, batch["b"], batch["b_mask"])
-        total, acc = info_nce(ea, eb, temperature, batch["weight"])
+        metrics, dup = {}, None
+        if "a_id" in batch:
+            real = batch["weight"] > 0
+            dup = duplicate_mask(batch["a_id"], batch["b_id"])
+            both = real[:, None] & real[None, :]
+            metrics["duplicate_negatives"] = jnp.sum(dup & both).astype(jnp.float32)
+            same = jnp.all(batch["a_id"] == batch["b_id"], axis=-1) & real
+            metrics["unchanged_positives"] = jnp.sum(same).astype(jnp.float32)
+        total, acc = info_nce(ea, eb, temperature, batch["weight"], dup)
         tokens = 2 * jnp.sum(batch["weight"]).astype(jnp.float32)  # sentences encoded
-        return total, {"pair_accuracy": acc, "tokens": tokens}
+        return total, {"pair_accuracy": acc, "tokens": tokens, **metrics}
 
     return Task(init=init, loss=loss, name=name,
                 identity=encoder_identity(cfg, "contrastive"))  # fmt: skip

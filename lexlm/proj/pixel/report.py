@@ -276,6 +276,34 @@ def _timing_lines(provenance: dict) -> list[str]:
     return [f"Training in this run: {'; '.join(parts)} ({provenance.get('machine', '?')}).", ""]
 
 
+KIND_NAMES = {"typo": "typos", "word_shuffle": "word shuffle",
+              "conditional_shuffle": "conditional shuffle", "combined": "combined"}  # fmt: skip
+
+
+def _count_lines(rows: Sequence[dict]) -> list[str]:
+    """What the positives' counts say, for findings that recorded them (older ones did not:
+    nothing is added)."""
+    parts, dups = [], []
+    for r in rows:
+        name = SHORT.get(r["model"], r["model"])
+        counts = r.get("unchanged_perturbations")
+        if counts:
+            each = ", ".join(f"{KIND_NAMES.get(k, k)} {v['unchanged']:,} of {v['positives']:,}"
+                             for k, v in counts.items())  # fmt: skip
+            parts.append(f"{name}: {each}")
+        if r.get("masked_duplicates"):
+            total = sum(r["masked_duplicates"].values())
+            dups.append(f"{name} {total:,}")
+    out = []
+    if parts:
+        out.append("Perturbations that left the text unchanged (the positive equals its "
+                   f"sentence): {'; '.join(parts)}.")  # fmt: skip
+    if dups:
+        out.append("In-batch candidates left out of InfoNCE as the same sentence as the anchor "
+                   f"or its positive, over all stages: {'; '.join(dups)}.")  # fmt: skip
+    return [*out, ""] if out else []
+
+
 def render(findings: dict, provenance: dict, figures) -> str:
     f = findings
     m = f["model"]
@@ -292,6 +320,7 @@ def render(findings: dict, provenance: dict, figures) -> str:
         *_clean_sentences(f["rows"]),
         *_input_sentences(f),
         "",
+        *_count_lines(f["rows"]),
         *_timing_lines(provenance),
     ]
     curve = plot_robustness({r["model"]: r["robustness"] for r in f["rows"]})

@@ -228,6 +228,49 @@ def example_rows(c, sentences) -> list[dict]:
     return rows
 
 
+def summed_metric(stage_dir, name: str) -> int | None:
+    """A per-step count summed over a stage's training (its ``metrics.jsonl``: each line the
+    mean over the steps since the line before), or None when the stage did not log it."""
+    import json
+
+    path = as_path(stage_dir) / "metrics.jsonl"
+    if not path.exists():
+        return None
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    total, last = 0.0, 0
+    for line in sorted(lines, key=lambda x: int(x["step"])):
+        if name not in line:
+            return None
+        total += float(line[name]) * (int(line["step"]) - last)
+        last = int(line["step"])
+    return round(total)
+
+
+def unchanged_perturbations(cfg, run_dir, kind: str) -> dict:
+    """Per perturbation kind of the unsup stages: {"unchanged": positives whose text the
+    perturbation left as it was, "positives": all of them}; kinds whose stage logged no count
+    (trained before it was counted) are left out."""
+    out = {}
+    for stage, steps in stages.plan(cfg, kind):
+        if stage.startswith("unsup_"):
+            n = summed_metric(as_path(run_dir) / "stages" / stage, "unchanged_positives")
+            if n is not None:
+                positives = steps * int(cfg.train.batch_size)
+                out[stage[len("unsup_") :]] = {"unchanged": n, "positives": positives}
+    return out
+
+
+def masked_duplicates(cfg, run_dir, kind: str) -> dict:
+    """Per contrastive stage: in-batch candidates left out of InfoNCE as repeats of the
+    anchor's or its positive's text, summed over the stage's steps."""
+    out = {}
+    for stage, _ in stages.plan(cfg, kind):
+        n = summed_metric(as_path(run_dir) / "stages" / stage, "duplicate_negatives")
+        if n is not None:
+            out[stage] = n
+    return out
+
+
 def model_row(cfg, run_dir, chosen: dict, vocab_size: int) -> dict:
     from lexlm.proj.pixel.evaluate import evaluate_run
     from lexlm.proj.pixel.selection import read_records
@@ -248,6 +291,8 @@ def model_row(cfg, run_dir, chosen: dict, vocab_size: int) -> dict:
         "vocab_size": vocab_size,
         "features": test["features"],
         "evals": read_records(run_dir),
+        "unchanged_perturbations": unchanged_perturbations(cfg, run_dir, kind),
+        "masked_duplicates": masked_duplicates(cfg, run_dir, kind),
     }
 
 
