@@ -238,6 +238,11 @@ def test_bad_input_is_one_line_and_leaves_no_trace(tmp_path, case, fragments):
 
 # -- evaluation -----------------------------------------------------------------------------------
 def test_evaluate_every_run_from_its_own_config(reference, tmp_path, unoptimised_xla):
+    import jax
+
+    from lexlm.errors import CheckpointError
+    from lexlm.proj.lama import evaluate as lama_eval
+
     wd = eh.copy_workdir(reference, tmp_path / "w")
     f = eh.findings(wd)
     code, out, err = eh.cli([f"--workdir={wd}"], entry="evaluate")
@@ -271,10 +276,56 @@ def test_evaluate_every_run_from_its_own_config(reference, tmp_path, unoptimised
     assert code == 0, err
     got = json.loads(out.splitlines()[1])["accuracy"]
     assert got == pytest.approx(f["rows"][0]["evaluations"][0]["validation"], abs=1e-6)
+    kept = lama_eval.selected_params(wd / "runs" / "cls_lama", chosen)
     for run in ("cls_lama", "cls_additive"):
         shutil.rmtree(wd / "runs" / run / "selected")
     code, _, err = eh.cli([f"--workdir={wd}", "--step=2", "--split=train"], entry="evaluate")
     eh.assert_one_line_error(code, err, "step 2")
+    # without selected/ (a run trained before it), the chosen step's checkpoint stands in if kept
+    run = wd / "runs" / "cls_lama"
+    with pytest.raises(
+        CheckpointError, match="neither the parameters nor the checkpoint of step 2"
+    ):
+        lama_eval.selected_params(run, 2)
+    restored = lama_eval.selected_params(run, 4)
+    assert jax.tree.structure(restored) == jax.tree.structure(kept)
+    if chosen == 4:
+        jax.tree.map(np.testing.assert_array_equal, restored, kept)
+
+
+def test_eval_hook_keeps_the_best_step_and_owes_it_after_a_kill(tmp_path, unoptimised_xla):
+    """Validation only at each saved step; ``selected/`` holds the best step so far (the
+    earliest on ties), a kill before it was written leaves the step owed, and test is never
+    scored by the hook."""
+    import types
+
+    import jax
+
+    from lexlm.data.labelled import Encoded
+    from lexlm.nn.classifier import ClassifierConfig
+    from lexlm.proj.lama import evaluate as lama_eval
+    from lexlm.train.classifier_task import make_classifier_task
+
+    cfg = ClassifierConfig(vocab_size=12, classes=2, embed=4, hidden=3, heads=2, mlp_hidden=4)
+    rng = np.random.default_rng(0)
+    enc = Encoded(rng.integers(1, 12, (40, 5)).astype(np.int32),
+                  rng.integers(0, 2, 40).astype(np.int32), 0, 0, 0)  # fmt: skip
+    task = make_classifier_task(cfg)
+    hook = lama_eval.EvalHook(tmp_path, cfg, {"validation": enc}, 16)  # no test split given
+    for step, seed in ((2, 0), (4, 1), (6, 2)):
+        state = types.SimpleNamespace(params=task.init(jax.random.key(seed)))
+        assert hook.pending(step)
+        hook(step, state, True)
+        assert not hook.pending(step)
+        best = fnd.select_on_dev(lama_eval.validation_records(tmp_path))["step"]
+        assert lama_eval.selected_steps_on_disk(tmp_path) == [best]
+        if best == step:  # killed before the parameters were kept: owed, and paid again
+            lama_eval.selected_path(tmp_path, step).unlink()
+            assert hook.pending(step)
+            hook(step, state, True)
+            assert lama_eval.selected_steps_on_disk(tmp_path) == [step]
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "evals").iterdir())
+    assert names == ["validation-2", "validation-4", "validation-6"]
 
 
 # -- the lm variant -------------------------------------------------------------------------------

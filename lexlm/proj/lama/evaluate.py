@@ -134,14 +134,28 @@ def save_selected(run_dir, step: int, params) -> None:
 
 
 def selected_params(run_dir, step: int):
-    """The parameters kept for the chosen ``step`` (a ``CheckpointError`` if none)."""
+    """The parameters of the chosen ``step``: those kept in ``selected/``, else its checkpoint
+    if still kept (a run trained before parameters were kept); a ``CheckpointError`` if
+    neither is there."""
     from flax import serialization
 
     path = selected_path(run_dir, step)
-    if not path.exists():
-        raise CheckpointError(f"{run_dir} keeps no parameters of step {step} (the step chosen on "
-                              "validation); rerun the same command to train it again")  # fmt: skip
-    return serialization.msgpack_restore(path.read_bytes())
+    if path.exists():
+        return serialization.msgpack_restore(path.read_bytes())
+    from lexlm.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(as_path(run_dir) / "checkpoints")
+    try:
+        kept = int(step) in ckpt.all_steps()
+    finally:
+        ckpt.close()
+    if not kept:
+        raise CheckpointError(
+            f"{run_dir} keeps neither the parameters nor the checkpoint of step {step}, the step "
+            "chosen on validation (a run trained before chosen parameters were kept): train it "
+            "into a fresh --workdir"
+        )
+    return restore(run_dir, step)[2]
 
 
 def selected_step(run_dir, steps: Sequence[int] | None = None) -> int:
