@@ -61,6 +61,7 @@ POOL_MODULES = {
     "additive": pooling.AdditiveAttention(),
     "structured": pooling.StructuredSelfAttention(3, 5),
     "self_attention": pooling.SelfAttentionPooling(2),
+    "mean": pooling.MeanPooling(),
 }
 
 
@@ -109,7 +110,41 @@ def test_classifier_param_count_matches_module(name):
     model = TextClassifier(cfg)
     params = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((2, 5), jnp.int32))["params"]
     assert _n_params(params) == cfg.param_count()
-    assert _n_params(params["pool"]) == cfg.attention_param_count()
+    assert _n_params(params.get("pool", {})) == cfg.attention_param_count()
+    assert (name == "mean") == (cfg.attention_param_count() == 0)
+
+
+def test_mean_pooling_is_the_masked_mean_with_uniform_weights():
+    h = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1]], bool)
+    pooled, weights = pooling.MeanPooling().apply({}, h, mask)
+    np.testing.assert_allclose(pooled[:, 0], [h[0, :2].mean(0), h[1].mean(0)])
+    np.testing.assert_allclose(weights[:, 0], [[0.5, 0.5, 0, 0], [0.25] * 4])
+
+
+def test_self_attention_weights_are_its_rows_averaged_over_the_queries():
+    """By hand: each head's softmax(q k^T / sqrt(K)) over the kept keys, averaged over the
+    kept queries; the pooled vector is the output projection of the values so pooled."""
+    module = pooling.SelfAttentionPooling(2)
+    rng = np.random.default_rng(3)
+    h = rng.normal(size=(1, 4, 6)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 0]], bool)
+    variables = module.init(jax.random.key(0), h, mask)
+    pooled, weights = module.apply(variables, h, mask)
+    p = variables["params"]
+    proj = {n: (h[0] @ np.asarray(p[n]["kernel"]) + np.asarray(p[n]["bias"])).reshape(4, 2, 3)
+            for n in ("q", "k", "v")}  # fmt: skip
+    want = np.zeros((2, 4))
+    values = np.zeros((2, 3))
+    for head in range(2):
+        s = proj["q"][:3, head] @ proj["k"][:3, head].T / np.sqrt(3)  # kept queries and keys
+        a = np.exp(s - s.max(1, keepdims=True))
+        a /= a.sum(1, keepdims=True)
+        want[head, :3] = a.mean(0)
+        values[head] = want[head, :3] @ proj["v"][:3, head]
+    np.testing.assert_allclose(weights[0], want, rtol=1e-5, atol=1e-6)
+    out = values.reshape(6) @ np.asarray(p["out"]["kernel"]) + np.asarray(p["out"]["bias"])
+    np.testing.assert_allclose(pooled[0, 0], out, rtol=1e-4, atol=1e-5)
 
 
 def test_classifier_outputs_do_not_depend_on_padding_length():

@@ -74,9 +74,13 @@ def test_killed_anywhere_and_rerun_ends_with_the_same_findings(reference, cache,
     codes = eh.kill_chain([*SMALL, f"--workdir={wd}"], cache, faults)
     assert codes[:-1] == [eh.KILLED] * len(faults) and codes[-1] == 0
     assert eh.findings(wd) == eh.findings(reference)
-    for run in ("cls_lama", "cls_additive"):  # one evaluation per saved step and split
-        names = sorted(p.name.rsplit("-", 1)[0] for p in (wd / "runs" / run / "evals").iterdir())
-        assert names == ["test-2", "test-4", "validation-2", "validation-4"]
+    rows = {r["model"]: r for r in eh.findings(wd)["rows"]}
+    for run in ("lama", "additive"):  # validation at each saved step, test once: the chosen one
+        folder = wd / "runs" / f"cls_{run}"
+        names = sorted(p.name.rsplit("-", 1)[0] for p in (folder / "evals").iterdir())
+        assert names == sorted([f"test-{rows[run]['step']}", "validation-2", "validation-4"])
+        assert [p.name for p in (folder / "selected").iterdir()] == [
+            f"params-{rows[run]['step']}.msgpack"]  # fmt: skip
 
 
 def test_findings_report_and_figures(reference, tmp_path):
@@ -85,9 +89,16 @@ def test_findings_report_and_figures(reference, tmp_path):
     assert [r["model"] for r in f["rows"]] == ["lama", "additive"]
     assert f["sizes"] == {"train": 8454, "validation": 1057, "test": 1057}
     assert f["read"]["all"]["neutral"] == 37 and f["classes"] == 2 and f["vocab"] == 500
-    for r in f["rows"]:  # chosen on validation among the saved steps
+    for r in f["rows"]:  # chosen on validation among the saved steps; test read at it alone
         assert [e["step"] for e in r["evaluations"]] == [2, 4]
+        assert all(set(e) == {"step", "validation"} for e in r["evaluations"])
         assert r["validation"] == max(e["validation"] for e in r["evaluations"])
+        assert (
+            r["entropy"]["texts"] == 1057
+            and 0 < r["entropy"]["entropy"] <= r["entropy"]["log_t"] + 1e-9
+        )
+    assert f["selection"] == "validation" and f["mean_gap"] is None  # mean pooling not run
+    assert f["scoring"] == fnd.scoring_costs(16, 2)
     lama = f["attention"]["lama"]
     assert len(lama["tokens"]) == 2 and len(lama["weights"][0]) == 2  # 2 texts, 2 heads
     assert len(lama["weights"][0][0]) == len(lama["tokens"][0])
@@ -97,6 +108,10 @@ def test_findings_report_and_figures(reference, tmp_path):
     assert "step_s" not in json.dumps(f)  # timings are provenance, never findings
     text = (reference / "report.md").read_text()
     assert "| LAMA |" in text and "figures/attention_lama.png" in text
+    assert (
+        "at the step validation chose" in text
+        and "Mean pooling (no attention): not recorded" in text
+    )
     assert (reference / "figures" / "attention_lama.png").read_bytes()[:4] == b"\x89PNG"
     assert not (reference / "figures" / "attention_additive.png").exists()
     (reference / "report.md").unlink()  # rendered again from the findings alone
@@ -223,6 +238,11 @@ def test_bad_input_is_one_line_and_leaves_no_trace(tmp_path, case, fragments):
 
 # -- evaluation -----------------------------------------------------------------------------------
 def test_evaluate_every_run_from_its_own_config(reference, tmp_path, unoptimised_xla):
+    import jax
+
+    from lexlm.errors import CheckpointError
+    from lexlm.proj.lama import evaluate as lama_eval
+
     wd = eh.copy_workdir(reference, tmp_path / "w")
     f = eh.findings(wd)
     code, out, err = eh.cli([f"--workdir={wd}"], entry="evaluate")
@@ -230,25 +250,82 @@ def test_evaluate_every_run_from_its_own_config(reference, tmp_path, unoptimised
     lines = [json.loads(x) for x in out.strip().splitlines()]
     assert [(x["run"], x["kind"], x["step"]) for x in lines] == [
         ("runs/cls_additive", "classifier", 4), ("runs/cls_lama", "classifier", 4)]  # fmt: skip
-    # a run dir moved elsewhere, its saved record of step 4 gone: computed again from its
-    # checkpoint and its own config and vocabulary, the same number
+    # a run dir moved elsewhere, its saved test record gone: test defaults to the step chosen
+    # on validation, computed again from the kept parameters of that step and the run's own
+    # config and vocabulary, the same number
+    chosen = f["rows"][0]["step"]
     moved = shutil.copytree(wd / "runs" / "cls_lama", tmp_path / "elsewhere" / "run")
-    for p in (moved / "evals").glob("test-4-*.json"):
+    for p in (moved / "evals").glob("test-*.json"):
         p.unlink()
     code, out, err = eh.cli([f"--workdir={moved}", "--split=test"], entry="evaluate")
     assert code == 0, err
     line = json.loads(out)
-    assert (line["run"], line["examples"]) == (".", 1057)
-    assert line["accuracy"] == pytest.approx(f["rows"][0]["evaluations"][1]["test"], abs=1e-6)
-    assert len(list((moved / "evals").glob("test-4-*.json"))) == 1
+    assert (line["run"], line["examples"], line["step"]) == (".", 1057, chosen)
+    assert line["accuracy"] == pytest.approx(f["rows"][0]["test"], abs=1e-6)
+    assert len(list((moved / "evals").glob("test-*.json"))) == 1
+    # test at a step validation did not choose is refused, and nothing is written
+    other = 2 if chosen == 4 else 4
+    before = eh.tree_state(moved)
+    code, _, err = eh.cli([f"--workdir={moved}", "--split=test", f"--step={other}"],
+                          entry="evaluate")  # fmt: skip
+    eh.assert_one_line_error(code, err, "step", f"chosen on validation (step {chosen})")
+    assert eh.tree_state(moved) == before
     # step 2's checkpoint was not kept (train.keep=1): its saved evaluation still answers,
-    # a split never evaluated at step 2 cannot be
+    # a split never evaluated at step 2 cannot be (without its kept parameters)
     code, out, err = eh.cli([f"--workdir={wd}", "--step=2"], entry="evaluate")
     assert code == 0, err
     got = json.loads(out.splitlines()[1])["accuracy"]
     assert got == pytest.approx(f["rows"][0]["evaluations"][0]["validation"], abs=1e-6)
+    kept = lama_eval.selected_params(wd / "runs" / "cls_lama", chosen)
+    for run in ("cls_lama", "cls_additive"):
+        shutil.rmtree(wd / "runs" / run / "selected")
     code, _, err = eh.cli([f"--workdir={wd}", "--step=2", "--split=train"], entry="evaluate")
     eh.assert_one_line_error(code, err, "step 2")
+    # without selected/ (a run trained before it), the chosen step's checkpoint stands in if kept
+    run = wd / "runs" / "cls_lama"
+    with pytest.raises(
+        CheckpointError, match="neither the parameters nor the checkpoint of step 2"
+    ):
+        lama_eval.selected_params(run, 2)
+    restored = lama_eval.selected_params(run, 4)
+    assert jax.tree.structure(restored) == jax.tree.structure(kept)
+    if chosen == 4:
+        jax.tree.map(np.testing.assert_array_equal, restored, kept)
+
+
+def test_eval_hook_keeps_the_best_step_and_owes_it_after_a_kill(tmp_path, unoptimised_xla):
+    """Validation only at each saved step; ``selected/`` holds the best step so far (the
+    earliest on ties), a kill before it was written leaves the step owed, and test is never
+    scored by the hook."""
+    import types
+
+    import jax
+
+    from lexlm.data.labelled import Encoded
+    from lexlm.nn.classifier import ClassifierConfig
+    from lexlm.proj.lama import evaluate as lama_eval
+    from lexlm.train.classifier_task import make_classifier_task
+
+    cfg = ClassifierConfig(vocab_size=12, classes=2, embed=4, hidden=3, heads=2, mlp_hidden=4)
+    rng = np.random.default_rng(0)
+    enc = Encoded(rng.integers(1, 12, (40, 5)).astype(np.int32),
+                  rng.integers(0, 2, 40).astype(np.int32), 0, 0, 0)  # fmt: skip
+    task = make_classifier_task(cfg)
+    hook = lama_eval.EvalHook(tmp_path, cfg, {"validation": enc}, 16)  # no test split given
+    for step, seed in ((2, 0), (4, 1), (6, 2)):
+        state = types.SimpleNamespace(params=task.init(jax.random.key(seed)))
+        assert hook.pending(step)
+        hook(step, state, True)
+        assert not hook.pending(step)
+        best = fnd.select_on_dev(lama_eval.validation_records(tmp_path))["step"]
+        assert lama_eval.selected_steps_on_disk(tmp_path) == [best]
+        if best == step:  # killed before the parameters were kept: owed, and paid again
+            lama_eval.selected_path(tmp_path, step).unlink()
+            assert hook.pending(step)
+            hook(step, state, True)
+            assert lama_eval.selected_steps_on_disk(tmp_path) == [step]
+    names = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "evals").iterdir())
+    assert names == ["validation-2", "validation-4", "validation-6"]
 
 
 # -- the lm variant -------------------------------------------------------------------------------
@@ -334,8 +411,8 @@ def test_majority_gap_table_and_sentences():
     assert fnd.lama_gap(rows[1:]) == (None, None)
     timings = {"timings": {"cls_lama": {"step_s": 0.01}}}
     lines = report.table(rows, 400, timings)
-    assert lines[2] == "| LAMA | 80.0 | 80.0 | 5 | 100 | 0.250 | 1,000 | 10.0 |"
-    assert lines[3].endswith("| 900 | - |")  # no timing: reused, not trained in that command
+    assert lines[2] == "| LAMA | 80.0 | 80.0 | 5 | 100 | 0.250 | 1,000 | - | 10.0 |"
+    assert lines[3].endswith("| 900 | - | - |")  # no timing: reused, not trained in that command
     rows = [
         {"model": "standard", "width": 128, "rank": None, "bits_per_char": 2.563,
          "attention_params": 1000, "params": 4000, "flops_per_token": 100.0, "step": 600},
@@ -347,6 +424,113 @@ def test_majority_gap_table_and_sentences():
     text = report.render(lm, {}, None)
     assert "rank 8 costs 0.083 bits/char (2.646 against 2.563) with 0.50x" in text
     assert "and 0.80x the forward FLOPs" in text
+
+
+class Sealed(dict):
+    """A findings row whose test accuracy may not be read: reading it fails the test."""
+
+    def __getitem__(self, key):
+        if key == "test":
+            raise AssertionError(f"test of {self.get('model', self.get('step'))} read")
+        return super().__getitem__(key)
+
+
+def test_no_test_metric_is_read_before_selection():
+    """Selection reads validation alone: steps whose test entries fail on access are chosen
+    from, and of the rows only the two chosen on validation have their test read."""
+    evals = [Sealed(step=2, validation=0.6, test=0.9), Sealed(step=4, validation=0.7, test=0.1)]
+    assert fnd.select_on_dev(evals)["step"] == 4
+    rows = [
+        Sealed(model="lama", validation=0.70, test=0.99),  # higher test, lower validation
+        {"model": "lama_ctx", "validation": 0.72, "test": 0.80},
+        Sealed(model="additive", validation=0.60, test=0.99),
+        {"model": "self_attention", "validation": 0.71, "test": 0.77},
+        {"model": "mean", "validation": 0.75, "test": 0.70},  # a control, not a baseline
+    ]
+    gap, base = fnd.lama_gap(rows)
+    assert base == "self_attention" and gap == pytest.approx(3.0)
+    assert fnd.control_gap(rows, "mean") == pytest.approx(10.0)
+    assert fnd.control_gap(rows[:4], "mean") is None
+
+
+def test_scoring_costs_bound_entropy_and_mlp_params_on_known_cases():
+    from lexlm.nn.lama import lama_param_count
+    from lexlm.nn.pooling import self_attention_qk_param_count
+
+    # D = 4, m = 2: P and Q 16, context 4, key MLP 20; q and k 2 (16 + 4)
+    costs = fnd.scoring_costs(4, 2)
+    assert costs == {"lama_params": 40, "mhsa_qk_params": 40, "lama_flops_per_token": 48,
+                     "mhsa_qk_flops_per_token": 64}  # fmt: skip
+    for context in ("learned", "mean"):
+        for key_mlp in (True, False):
+            got = fnd.scoring_costs(6, 3, key_mlp, context)["lama_params"]
+            assert got == lama_param_count(6, 3, context, key_mlp)
+    assert fnd.scoring_costs(6, 3)["mhsa_qk_params"] == self_attention_qk_param_count(6)
+    assert fnd.scoring_costs(4, 2, key_mlp=False)["lama_flops_per_token"] == 16
+    # the largest weight under logits in [-1, 1]: one token at +1, the others at -1
+    assert fnd.max_weight(1) == 1.0
+    for t in (2, 20):
+        logits = np.array([1.0] + [-1.0] * (t - 1))
+        assert fnd.max_weight(t) == pytest.approx(np.exp(1) / np.exp(logits).sum())
+    assert fnd.max_weight(20) == pytest.approx(0.28, abs=0.005)
+    with pytest.raises(ValueError, match="tokens"):
+        fnd.max_weight(0)
+    # uniform over 4 tokens: log 4; one-hot: 0; padding beyond T ignored; empty texts left out
+    weights = [np.array([[0.25] * 4 + [0.0] * 2, [1, 0, 0, 0, 0, 0]]), np.array([[0.5, 0.5]]),
+               np.zeros((1, 3))]  # fmt: skip
+    got = fnd.attention_entropy(weights, [4, 2, 0])
+    assert got["texts"] == 2
+    assert got["entropy"] == pytest.approx((np.log(4) / 2 + np.log(2)) / 2, abs=1e-5)
+    assert got["log_t"] == pytest.approx((np.log(4) + np.log(2)) / 2, abs=1e-5)
+    assert fnd.attention_entropy([], []) == {"entropy": None, "log_t": None, "texts": 0}
+    rows = [{"model": "lama", "params": 1000, "attention_params": 100},
+            {"model": "self_attention", "params": 950, "attention_params": 300}]  # fmt: skip
+    assert fnd.mlp_extra_params(rows, "lama", "self_attention") == 250
+    assert fnd.mlp_extra_params(rows[:1], "lama", "self_attention") is None
+
+
+def classify_findings(**extra) -> dict:
+    """A small findings dict of the classification task (as an old finding, without the new
+    controls, unless ``extra`` adds them)."""
+    rows = [
+        {"model": "lama", "test": 0.80, "validation": 0.81, "step": 5, "attention_params": 40,
+         "params": 1000},
+        {"model": "self_attention", "test": 0.82, "validation": 0.80, "step": 5,
+         "attention_params": 80, "params": 950},
+    ]  # fmt: skip
+    for r, key in zip(rows, ("lama", "self_attention")):
+        r.update(extra.pop(key, {}))
+    return {"rows": rows, "sizes": {"test": 200}, "width": 4, "heads": 2, **extra}
+
+
+def test_summary_sentences_with_and_without_the_new_controls():
+    old = report.summary_lines(classify_findings())
+    text = "\n".join(old)
+    assert "test was scored at every saved step" in text
+    assert "By validation accuracy (test in brackets): LAMA 81.0 (80.0), multi" in text
+    assert "(multi-head self-attention pooling): -2.0 test accuracy points" in text
+    assert "Mean pooling (no attention): not recorded in this finding." in text
+    assert "LAMA has 50 more parameters than multi-head self-attention pooling" in text
+    assert "which adds 90 parameters" in text  # 50 more in all, 40 fewer in the pooling
+    assert "(2 D^2 + 2 D = 40): 1.00x the parameters; the FLOPs per token are not recorded" in text
+    assert "no token can get more than 0.280 of a head's weight" in text
+    assert "Attention entropy against log T: not recorded in this finding." in text
+    entropy = {"entropy": 1.5, "log_t": 2.0, "texts": 200}
+    mean = {"model": "mean", "test": 0.79, "validation": 0.70, "step": 5, "attention_params": 0,
+            "params": 900, "entropy": {"entropy": 2.0, "log_t": 2.0, "texts": 200}}  # fmt: skip
+    f = classify_findings(selection="validation", scoring=fnd.scoring_costs(4, 2),
+                          lama={"entropy": entropy})  # fmt: skip
+    f["rows"].append(mean)
+    text = "\n".join(report.summary_lines(f))
+    assert "every saved step" not in text and "not recorded" not in text
+    assert "The better LAMA model minus mean pooling (no attention): +1.0 test" in text
+    assert "1.00x the parameters and 0.75x the FLOPs per token (48 against 64;" in text
+    assert (
+        "Attention entropy against log T (mean over the test texts, nats): LAMA 1.50 / 2.00, "
+        "mean pooling (no attention) 2.00 / 2.00;" in text
+    )
+    lines = report.table(f["rows"], 100, {})
+    assert lines[2].endswith("| 1,000 | 1.50 / 2.00 | - |") and "| - | - |" in lines[3]
 
 
 def test_equal_param_width_matches_the_standard_model():

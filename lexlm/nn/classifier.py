@@ -11,7 +11,8 @@ depend on how much padding follows it. Poolings (``lexlm.nn.lama``, ``lexlm.nn.p
 * ``'additive'``: HAN's single-head additive attention;
 * ``'structured'``: Lin et al.'s structured self-attention (train with its penalty,
   ``penalty`` times ||AA^T - I||_F^2, in ``lexlm.train.classifier_task``);
-* ``'self_attention'``: standard multi-head self-attention, then a masked mean.
+* ``'self_attention'``: standard multi-head self-attention, then a masked mean;
+* ``'mean'``: the masked mean of the states (no attention: the control).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from lexlm.nn import lama as lama_lib
 from lexlm.nn import pooling
 
-POOLINGS = ("lama", "lama_ctx", "additive", "structured", "self_attention")
+POOLINGS = ("lama", "lama_ctx", "additive", "structured", "self_attention", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +78,8 @@ class ClassifierConfig:
             return pooling.additive_param_count(d)
         if self.pooling == "structured":
             return pooling.structured_param_count(d, self.heads, self.attn_hidden)
+        if self.pooling == "mean":
+            return 0
         return pooling.self_attention_param_count(d)
 
     def param_count(self) -> int:
@@ -106,6 +109,8 @@ class TextClassifier(nn.Module):
             self.pool = pooling.AdditiveAttention()
         elif c.pooling == "structured":
             self.pool = pooling.StructuredSelfAttention(c.heads, c.attn_hidden)
+        elif c.pooling == "mean":
+            self.pool = pooling.MeanPooling()
         else:
             self.pool = pooling.SelfAttentionPooling(c.heads)
         self.mlp_hidden = nn.Dense(c.mlp_hidden)

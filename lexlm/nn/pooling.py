@@ -8,7 +8,12 @@ keep-mask [B, T] to head vectors [B, m, D] and attention weights [B, m, T] (padd
   ||A A^T - I||_F^2. Parameters d_a D + r d_a.
 * ``SelfAttentionPooling``: standard multi-head self-attention over the tokens (query, key,
   value and output projections, padding keys masked), then a masked mean. One "head" vector
-  out. Parameters 4 D^2 + 4 D, whatever the head count.
+  out. Parameters 4 D^2 + 4 D, whatever the head count. Its weights are each head's
+  effective pooling weights over the tokens: the mean over the kept queries of that head's
+  attention rows (the output projection is affine, so the pooled vector is what the values
+  pooled by these weights give).
+* ``MeanPooling``: the masked mean of the states, no parameters (the control that any
+  attention pooling has to beat). Its weights are uniform over the kept tokens.
 """
 
 from __future__ import annotations
@@ -40,6 +45,17 @@ def structured_param_count(width: int, heads: int, hidden: int) -> int:
 
 def self_attention_param_count(width: int) -> int:
     return 4 * width * width + 4 * width
+
+
+def self_attention_qk_param_count(width: int) -> int:
+    """Self-attention's query and key projections alone (what scores the tokens)."""
+    return 2 * width * width + 2 * width
+
+
+def uniform_weights(mask: Bool[ArrayLike, "B T"]) -> Float[Array, "B 1 T"]:
+    """1 / (kept tokens) on each kept token, 0 on padding (a row with none kept: all 0)."""
+    mask = jnp.asarray(mask)
+    return mask.astype(jnp.float32)[:, None] / jnp.maximum(mask.sum(axis=1)[:, None, None], 1)
 
 
 def _pool(weights, h):
@@ -89,7 +105,19 @@ class SelfAttentionPooling(nn.Module):
         y = masked_attention(q, kk, v, allowed)
         y = nn.Dense(d, name="out")(y.reshape(b, t, d))
         pooled = masked_mean(y, mask)[:, None]
-        weights = mask.astype(jnp.float32)[:, None] / jnp.maximum(
-            mask.sum(axis=1)[:, None, None], 1
-        )
+        # each head's attention rows [B, H, T, S], averaged over the kept queries
+        scores = jnp.einsum("bthk,bshk->bhts", q, kk, preferred_element_type=jnp.float32)
+        rows = masked_softmax(jnp.swapaxes(scores * k**-0.5, 2, 3).reshape(b * self.heads, t, t),
+                              jnp.repeat(mask, self.heads, axis=0))  # fmt: skip
+        rows = rows.reshape(b, self.heads, t, t)  # [B, H, query T, key S]
+        weights = jnp.einsum("bhts,bt->bhs", rows, uniform_weights(mask)[:, 0])
         return pooled, weights
+
+
+class MeanPooling(nn.Module):
+    """The masked mean of the states: ``(mean [B, 1, D], uniform weights [B, 1, T])``."""
+
+    @nn.compact
+    def __call__(self, h: Float[ArrayLike, "B T D"], mask: Bool[ArrayLike, "B T"]):
+        h = jnp.asarray(h)
+        return masked_mean(h, mask)[:, None], uniform_weights(mask)

@@ -13,9 +13,10 @@ attention inside the Transformer LM.
 
 Classification variants (``tiny``, ``sst2``, ``ag_news``): embeddings -> BiGRU -> pooling ->
 MLP (``lexlm.nn.classifier``), one ``classifier`` run per pooling in ``models``
-(``W/runs/cls_<pooling>``), all with the same data, sizes, steps and optimiser. Every saved
-step of a run is evaluated on validation and test (``store.evaluation``); each model's step is
-chosen by validation accuracy and its test accuracy reported (test never chooses).
+(``W/runs/cls_<pooling>``), all with the same data, sizes, steps and optimiser; ``mean``
+(the masked mean of the states, no attention) is the control. Every saved step of a run is
+evaluated on validation (``store.evaluation``); each model's step is chosen by validation
+accuracy, and only then is test scored, once, at that step (test never chooses).
 
 * ``tiny``: the embedded movie-review snippets with human sentiment ratings
   (``data.source='vader_movies'``), cut into train / validation / test by ``data.holdout``.
@@ -48,7 +49,7 @@ from lexlm.train import default_train_config
 
 VARIANTS = ("tiny", "sst2", "ag_news", "lm")
 TASKS = ("classify", "lm")
-POOLINGS = ("lama", "lama_ctx", "additive", "structured", "self_attention")
+POOLINGS = ("lama", "lama_ctx", "additive", "structured", "self_attention", "mean")
 
 
 def classify_config() -> ml_collections.ConfigDict:

@@ -1,10 +1,22 @@
-"""Checkpoint evaluation of ``classifier`` runs: accuracy on a split.
+"""Checkpoint evaluation of ``classifier`` runs: accuracy on a split, with test scored only at
+the step that validation chose.
 
 ``evaluate_run(run_dir, split, step)`` is what ``python -m lexlm.evaluate`` calls for a
 ``classifier`` run: it reads the run's ``config.json`` and ``vocab/``, the split its data block
-names, and the checkpoint. Results are saved in the run's ``evals/`` under the evaluation's
-identity (``store.evaluation``); the training hook (``EvalHook``) writes the same records at
-every saved step from the live parameters, so the selection of a model's step reads them.
+names, and the parameters of ``step``. Results are saved in the run's ``evals/`` under the
+evaluation's identity (``store.evaluation``).
+
+Selection protocol: the training hook (``EvalHook``) scores every saved step on validation
+only, and keeps the parameters of the best step so far (``selected/params-<step>.msgpack``,
+earliest step on ties), so the chosen step stays evaluable when its checkpoint is no longer
+kept. After training, ``selected_step`` picks the step from the validation records alone;
+``evaluate_run(run_dir, 'test')`` then scores that one step on test, once. Test at another
+step is refused (a one-line ``ConfigError``)::
+
+    evals = step_evaluations(run_dir, steps)          # [{'step', 'validation'}]
+    chosen = selected_step(run_dir, steps)            # validation only
+    test = evaluate_run(run_dir, "test", chosen)["accuracy"]
+    params = selected_params(run_dir, chosen)         # for attention figures and entropies
 """
 
 from __future__ import annotations
@@ -19,12 +31,14 @@ import numpy as np
 from lexlm.errors import CheckpointError, ConfigError, DataError
 from lexlm.experiment import identity as ident
 from lexlm.experiment import store
-from lexlm.paths import as_path
+from lexlm.paths import TMP_MARK, as_path, write_bytes
 from lexlm.proj.lama.run import VOCAB_DIR, encode_splits, run_inputs, run_model_config
 from lexlm.proj.lm.run import latest_step
 
-EVAL_SPLITS = ("validation", "test")  # what every saved step is scored on
-SPLITS = ("train", *EVAL_SPLITS)
+SELECT_SPLIT = "validation"  # what every saved step is scored on, and what chooses the step
+TEST_SPLIT = "test"  # scored once, at the chosen step
+SPLITS = ("train", SELECT_SPLIT, TEST_SPLIT)
+SELECTED_DIR = "selected"
 # What an evaluation's numbers depend on besides the run, split and step (the batch size
 # only pads the last batch with weight-0 rows, so it is not here).
 SETTINGS = {"metric": "accuracy"}
@@ -75,10 +89,90 @@ def has_evaluation(run_dir, split: str, step: int) -> bool:
     return False
 
 
+def validation_records(run_dir, steps: Sequence[int] | None = None) -> list[dict]:
+    """``[{'step', 'validation'}]`` from the saved validation evaluations of ``run_dir`` (only
+    ``steps`` if given), by step. Reads no test record."""
+    want = ident.flatten(SETTINGS)
+    keep = None if steps is None else {int(s) for s in steps}
+    out = {}
+    for record in store.saved_evaluations(run_dir, SELECT_SPLIT):
+        key = record["identity"]
+        if all(key.get(k) == v for k, v in want.items()) and (keep is None or key["step"] in keep):
+            out[int(key["step"])] = record["metrics"]["accuracy"]
+    return [{"step": st, "validation": acc} for st, acc in sorted(out.items())]
+
+
+def chosen_step(records: Sequence[dict]) -> int | None:
+    """The step of ``records`` with the best validation accuracy (earliest on ties)."""
+    from lexlm.proj.lama.findings import select_on_dev
+
+    return select_on_dev(records)["step"] if records else None
+
+
+def selected_path(run_dir, step: int):
+    return as_path(run_dir) / SELECTED_DIR / f"params-{int(step)}.msgpack"
+
+
+def selected_steps_on_disk(run_dir) -> list[int]:
+    folder = as_path(run_dir) / SELECTED_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name[len("params-") : -len(".msgpack")]) for p in folder.glob("params-*")
+                  if TMP_MARK not in p.name and p.name.endswith(".msgpack"))  # fmt: skip
+
+
+def save_selected(run_dir, step: int, params) -> None:
+    """Writes the parameters of ``step`` as the run's selected ones and removes the others."""
+    from flax import serialization
+
+    if not store.is_writer():
+        return
+    write_bytes(selected_path(run_dir, step), serialization.to_bytes(jax.device_get(params)))
+    for other in selected_steps_on_disk(run_dir):
+        if other != int(step):
+            selected_path(run_dir, other).unlink()
+
+
+def selected_params(run_dir, step: int):
+    """The parameters of the chosen ``step``: those kept in ``selected/``, else its checkpoint
+    if still kept (a run trained before parameters were kept); a ``CheckpointError`` if
+    neither is there."""
+    from flax import serialization
+
+    path = selected_path(run_dir, step)
+    if path.exists():
+        return serialization.msgpack_restore(path.read_bytes())
+    from lexlm.train.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(as_path(run_dir) / "checkpoints")
+    try:
+        kept = int(step) in ckpt.all_steps()
+    finally:
+        ckpt.close()
+    if not kept:
+        raise CheckpointError(
+            f"{run_dir} keeps neither the parameters nor the checkpoint of step {step}, the step "
+            "chosen on validation (a run trained before chosen parameters were kept): train it "
+            "into a fresh --workdir"
+        )
+    return restore(run_dir, step)[2]
+
+
+def selected_step(run_dir, steps: Sequence[int] | None = None) -> int:
+    """The step chosen on validation among ``steps`` (default: every validated step), from
+    the validation records alone; a ``CheckpointError`` when no step was validated."""
+    step = chosen_step(validation_records(run_dir, steps))
+    if step is None:
+        raise CheckpointError(f"{run_dir} has no validation evaluation to choose a step by")
+    return step
+
+
 class EvalHook:
-    """The training hook: at every saved step, accuracy on validation and test from the live
-    parameters into ``store.evaluation``. ``pending(step)`` tells the trainer that a step it
-    resumes from still owes its evaluation (a kill between the save and this hook)."""
+    """The training hook: at every saved step, accuracy on validation from the live parameters
+    into ``store.evaluation``, and the parameters kept when that step is the best so far.
+    ``pending(step)`` tells the trainer that a step it resumes from still owes its evaluation
+    or its kept parameters (a kill between the save and this hook). Test is never scored
+    here."""
 
     def __init__(self, run_dir, model_cfg, enc: dict, batch_size: int):
         self.run_dir, self.model_cfg, self.enc, self.batch_size = (
@@ -88,22 +182,31 @@ class EvalHook:
             batch_size,
         )
 
+    def _best_so_far(self, step: int) -> int | None:
+        return chosen_step([r for r in validation_records(self.run_dir) if r["step"] <= step])
+
     def pending(self, step: int) -> bool:
-        return not all(has_evaluation(self.run_dir, s, step) for s in EVAL_SPLITS)
+        if not has_evaluation(self.run_dir, SELECT_SPLIT, step):
+            return True
+        return self._best_so_far(step) == step and not selected_path(self.run_dir, step).exists()
 
     def __call__(self, step: int, state, saved: bool) -> None:
         if not saved:
             return
-        params: list = []  # fetched from the devices once, only if an evaluation is computed
+        params: list = []  # fetched from the devices once
 
-        def compute(split):
+        def fetch():
             if not params:
                 params.append(jax.device_get(state.params))
-            return metrics_of(self.model_cfg, params[0], self.enc[split], self.batch_size,
-                              split, step)  # fmt: skip
+            return params[0]
 
-        for split in EVAL_SPLITS:
-            store.evaluation(self.run_dir, split, step, SETTINGS, lambda s=split: compute(s))
+        def compute():
+            return metrics_of(self.model_cfg, fetch(), self.enc[SELECT_SPLIT], self.batch_size,
+                              SELECT_SPLIT, step)  # fmt: skip
+
+        store.evaluation(self.run_dir, SELECT_SPLIT, step, SETTINGS, compute)
+        if self._best_so_far(step) == step and not selected_path(self.run_dir, step).exists():
+            save_selected(self.run_dir, step, fetch())
 
 
 def check_inputs(cfg, run_dir) -> None:
@@ -120,12 +223,15 @@ def check_inputs(cfg, run_dir) -> None:
 
 
 def restore(run_dir, step: int | None):
-    """(config, model config, params, step) of a classifier run's checkpoint ``step``."""
+    """(config, model config, params, step) of a classifier run's step ``step``: its kept
+    selected parameters if it is the chosen step, else its checkpoint."""
     from lexlm.eval import restore_params
     from lexlm.train.classifier_task import make_classifier_task
 
     cfg = store.load_run_config(run_dir)
     model_cfg = run_model_config(cfg)
+    if step is not None and selected_path(run_dir, step).exists():
+        return cfg, model_cfg, selected_params(run_dir, step), int(step)
     task = make_classifier_task(model_cfg)
     params, restored, _ = restore_params(task, cfg.train, run_dir, step)
     return cfg, model_cfg, jax.device_get(params), restored
@@ -144,13 +250,20 @@ def encoded_split(cfg, run_dir, split: str):
 
 
 def evaluate_run(run_dir, split: str | None = None, step: int | None = None) -> dict:
-    """Accuracy of checkpoint ``step`` (default: the newest) on ``split`` (default: the run's
-    ``eval.split``, validation): ``{'split', 'step', 'accuracy', 'examples'}``."""
+    """Accuracy of ``step`` on ``split`` (default: the run's ``eval.split``, validation):
+    ``{'split', 'step', 'accuracy', 'examples'}``. ``step`` defaults to the newest checkpoint,
+    and for test to the step chosen on validation, the only step test is scored at."""
     run_dir = as_path(run_dir)
     cfg = store.load_run_config(run_dir)
     split = split or str(cfg.eval.split)
     if split not in SPLITS:
         raise ConfigError("split", f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    if split == TEST_SPLIT:
+        chosen = selected_step(run_dir)
+        if step is not None and int(step) != chosen:
+            raise ConfigError("step", f"{run_dir}: test is scored only at the step chosen on "
+                                      f"validation (step {chosen}), got step {step}")  # fmt: skip
+        step = chosen
     step = step if step is not None else latest_step(run_dir)
     if step is None:
         raise CheckpointError(f"{run_dir} has no checkpoint to evaluate")
@@ -164,12 +277,7 @@ def evaluate_run(run_dir, split: str | None = None, step: int | None = None) -> 
 
 
 def step_evaluations(run_dir, steps: Sequence[int]) -> list[dict]:
-    """``[{'step', 'validation', 'test'}]`` accuracies of ``steps``, from the saved
-    evaluations (a missing one is computed from its checkpoint, if that is still kept)."""
-    out = []
-    for step in steps:
-        record = {"step": int(step)}
-        for split in EVAL_SPLITS:
-            record[split] = evaluate_run(run_dir, split, step)["accuracy"]
-        out.append(record)
-    return out
+    """``[{'step', 'validation'}]`` accuracies of ``steps``, from the saved evaluations (a
+    missing one is computed from its checkpoint, if that is still kept). Test is not read."""
+    return [{"step": int(step), SELECT_SPLIT: evaluate_run(run_dir, SELECT_SPLIT, step)["accuracy"]}
+            for step in steps]  # fmt: skip

@@ -9,29 +9,38 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lexlm.proj.lama import findings as fnd
+
+NOT_RECORDED = "not recorded in this finding"
 NAMES = {
     "lama": "LAMA",
     "lama_ctx": "LAMA+CTX",
     "additive": "additive attention (HAN)",
     "structured": "structured self-attention (Lin et al.)",
     "self_attention": "multi-head self-attention pooling",
+    "mean": "mean pooling (no attention)",
 }
 
 PAGE = {
     "title": "LAMA: low-rank factorised multi-head attention (Mehta et al., 2019)",
     "intro": """
 The same text classifier (word embeddings -> BiGRU -> attention pooling -> MLP,
-`lexlm.nn.classifier`) is trained with LAMA and LAMA+CTX pooling and three baselines under one
-budget (the same data, sizes, steps, AdamW schedule and dropout): HAN's single-head additive
-attention, Lin et al.'s structured self-attention with its ||AA^T - I||_F^2 penalty, and a
-standard multi-head self-attention layer followed by a masked mean. Every saved step of each
-run is scored on validation and test; the tables give the test accuracy of the step with the
-best validation accuracy (test never chooses a step). Attention parameters are the pooling
-layer's; "vs MHSA" divides them by those of the multi-head self-attention layer at the same
-width (4 D^2 + 4 D). How the paper was read (only its Fig. 1 is recoverable) and the decisions
-taken where it is unclear are in the docstring of `lexlm/nn/lama.py`: a learned context for
-LAMA, the masked mean of the states for LAMA+CTX, a tanh key MLP, an epsilon in the L2 norm
-across heads, no diversity penalty. The models are trained from scratch (no pretrained
+`lexlm.nn.classifier`) is trained with LAMA and LAMA+CTX pooling, three attention baselines
+and one control under one budget (the same data, sizes, steps, AdamW schedule and dropout):
+HAN's single-head additive attention, Lin et al.'s structured self-attention with its
+||AA^T - I||_F^2 penalty, a standard multi-head self-attention layer followed by a masked
+mean, and the plain masked mean of the BiGRU states (no attention). Every saved step of each
+run is scored on validation only; test is scored once per run, at the step with the best
+validation accuracy, and the better LAMA model and the best baseline are chosen by validation
+accuracy too (test never chooses). Attention parameters are the pooling layer's; "vs MHSA"
+divides them by those of the multi-head self-attention layer at the same width
+(4 D^2 + 4 D); total parameters are the whole classifier's. The entropy column is the mean
+entropy (nats) of each head's pooling weights over the test texts, against the mean log T of
+their lengths (uniform weights; for self-attention pooling, each head's attention rows
+averaged over the queries). How the paper was read (only its Fig. 1 is recoverable) and the
+decisions taken where it is unclear are in the docstring of `lexlm/nn/lama.py`: a learned
+context for LAMA, the masked mean of the states for LAMA+CTX, a tanh key MLP, an epsilon in the
+L2 norm across heads, no diversity penalty. The models are trained from scratch (no pretrained
 embeddings), so their accuracies sit below the paper-era figures obtained with pretrained
 vectors.
 
@@ -154,13 +163,21 @@ def step_time(provenance: dict, model: str) -> float | None:
     return provenance.get("timings", {}).get(f"cls_{model}", {}).get("step_s")
 
 
+def entropy_cell(r: dict) -> str:
+    e = r.get("entropy")
+    if not e or e.get("entropy") is None:
+        return "-"
+    return f"{e['entropy']:.2f} / {e['log_t']:.2f}"
+
+
 def table(rows: Sequence[dict], standard_attention_params: int, provenance: dict) -> list[str]:
     """Markdown rows: model, test / validation accuracy (selected step), attention parameters
-    (and their ratio to multi-head self-attention's at the same width), total, step time."""
+    (and their ratio to multi-head self-attention's at the same width), total parameters,
+    attention entropy against log T ('-' where not recorded), step time."""
     lines = [
         "| model | test accuracy (%) | validation accuracy (%) | selected step | attention "
-        "parameters | vs MHSA | total parameters | step time (ms) |",
-        "|---|---|---|---|---|---|---|---|",
+        "parameters | vs MHSA | total parameters | entropy / log T (nats) | step time (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = r["attention_params"] / standard_attention_params
@@ -168,7 +185,8 @@ def table(rows: Sequence[dict], standard_attention_params: int, provenance: dict
         lines.append(
             f"| {NAMES.get(r['model'], r['model'])} | {100 * r['test']:.1f} | "
             f"{100 * r['validation']:.1f} | {r['step']} | {r['attention_params']:,} | "
-            f"{ratio:.3f} | {r['params']:,} | {'-' if t is None else f'{1e3 * t:.1f}'} |"
+            f"{ratio:.3f} | {r['params']:,} | {entropy_cell(r)} | "
+            f"{'-' if t is None else f'{1e3 * t:.1f}'} |"
         )
     return lines
 
@@ -214,30 +232,7 @@ def render_classify(f: dict, provenance: dict, figures) -> str:
         *table(rows, f["mhsa_params"], provenance),
         "",
     ]
-    ranked = sorted(rows, key=lambda r: -r["test"])
-    lines.append(
-        "By test accuracy: "
-        + ", ".join(f"{NAMES.get(r['model'], r['model'])} {100 * r['test']:.1f}" for r in ranked)
-        + f". The models span {100 * (ranked[0]['test'] - ranked[-1]['test']):.1f} points; one "
-        f"point is {sizes['test'] / 100:.0f} of the {sizes['test']:,} test texts."
-    )
-    if f["lama_gap"] is not None:
-        lines.append(
-            f"The better LAMA model minus the best baseline "
-            f"({NAMES.get(f['best_baseline'], f['best_baseline'])}): {f['lama_gap']:+.1f} test "
-            "accuracy points (each model at its validation-chosen step; the better LAMA model "
-            "and the best baseline are chosen by validation accuracy too)."
-        )
-    lama = next((r for r in rows if r["model"] == "lama"), None)
-    if lama is not None:
-        lines.append(
-            f"LAMA's pooling has {lama['attention_params'] / f['mhsa_params']:.3f}x the "
-            f"parameters of multi-head self-attention at the same width "
-            f"({lama['attention_params']:,} against {f['mhsa_params']:,}, most of it the "
-            f"D x D key MLP); its factorised scoring alone (P and Q, 2 D m = "
-            f"{f['lama_scoring_params']:,}) is {f['mhsa_params'] / f['lama_scoring_params']:.1f}x "
-            "smaller than self-attention's query, key, value and output projections."
-        )
+    lines += summary_lines(f)
     if any(step_time(provenance, r["model"]) is not None for r in rows):
         lines.append(
             f"Step times are median wall times per training step ({provenance.get('machine')}); "
@@ -246,11 +241,114 @@ def render_classify(f: dict, provenance: dict, figures) -> str:
     lines.append("")
     path = figures.save("validation_accuracy.png", plot_validation(rows))
     lines += [f"![validation accuracy by step]({path})", ""]
-    for name, ex in f["attention"].items():
-        png = plot_attention(ex["tokens"], ex["weights"], f"{NAMES[name]}: attention of each head")
-        path = figures.save(f"attention_{name}.png", png)
-        lines += [f"![{NAMES[name]} attention over {len(ex['tokens'])} test texts]({path})", ""]
+    when = "the step validation chose" if f.get("selection") == "validation" else "the final step"
+    for model, ex in f["attention"].items():
+        png = plot_attention(ex["tokens"], ex["weights"], f"{name(model)}: attention of each head")
+        path = figures.save(f"attention_{model}.png", png)
+        lines += [f"![{name(model)} attention over {len(ex['tokens'])} test texts, at {when}]"
+                  f"({path})", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def name(model: str | None) -> str:
+    return NAMES.get(model, str(model))
+
+
+def summary_lines(f: dict) -> list[str]:
+    """The sentences under a classification table: the ranking (by validation), the LAMA
+    margins (both sides chosen on validation), total parameters, the like-for-like scoring
+    costs, the bound on LAMA's weights and the entropies; a control this finding lacks is
+    said to be not recorded."""
+    rows, sizes = f["rows"], f["sizes"]
+    by = {r["model"]: r for r in rows}
+    out = []
+    if f.get("selection") != "validation":
+        out.append(
+            "This finding was made when test was scored at every saved step; the table reads "
+            "test only at the step validation chose."
+        )
+    ranked = sorted(rows, key=lambda r: -r["validation"])  # stable: table order on ties
+    tests = [r["test"] for r in rows]
+    out.append(
+        "By validation accuracy (test in brackets): "
+        + ", ".join(
+            f"{name(r['model'])} {100 * r['validation']:.1f} ({100 * r['test']:.1f})"
+            for r in ranked
+        )
+        + f". Their test accuracies span {100 * (max(tests) - min(tests)):.1f} points; one "
+        f"point is {sizes['test'] / 100:.0f} of the {sizes['test']:,} test texts."
+    )
+    gap, baseline = fnd.lama_gap(rows)
+    if gap is not None:
+        out.append(
+            f"The better LAMA model minus the best baseline ({name(baseline)}): {gap:+.1f} test "
+            "accuracy points (each model at its validation-chosen step; the better LAMA model "
+            "and the best baseline are chosen by validation accuracy too)."
+        )
+    mean_gap = fnd.control_gap(rows, "mean")
+    if mean_gap is not None:
+        out.append(
+            f"The better LAMA model minus mean pooling (no attention): {mean_gap:+.1f} test "
+            "accuracy points."
+        )
+    else:
+        out.append(f"Mean pooling (no attention): {NOT_RECORDED}.")
+    lama = by.get("lama")
+    if lama is not None:
+        out += lama_cost_lines(f, rows, lama)
+    if any(r.get("entropy") for r in rows):
+        out.append(
+            "Attention entropy against log T (mean over the test texts, nats): "
+            + ", ".join(f"{name(r['model'])} {entropy_cell(r)}" for r in rows if r.get("entropy"))
+            + "; entropy equal to log T is uniform weighting."
+        )
+    else:
+        out.append(f"Attention entropy against log T: {NOT_RECORDED}.")
+    return out
+
+
+def lama_cost_lines(f: dict, rows: Sequence[dict], lama: dict) -> list[str]:
+    """Total parameters, the like-for-like scoring ratio and the weight bound, for LAMA."""
+    out = []
+    mhsa = next((r for r in rows if r["model"] == "self_attention"), None)
+    totals = ", ".join(f"{name(r['model'])} {r['params']:,}" for r in rows)
+    line = f"Total parameters of each classifier: {totals}."
+    extra = fnd.mlp_extra_params(rows, "lama", "self_attention")
+    if mhsa is not None and extra is not None:
+        diff = lama["params"] - mhsa["params"]
+        pool = "smaller" if lama["attention_params"] < mhsa["attention_params"] else "larger"
+        line += (
+            f" At model level LAMA has {abs(diff):,} {'more' if diff > 0 else 'fewer'} "
+            f"parameters than multi-head self-attention pooling, though its pooling layer is "
+            f"{pool}: its MLP reads {f['heads']} head vectors instead of one, which adds "
+            f"{extra:,} parameters."
+        )
+    out.append(line)
+    d = int(f["width"])
+    qk = 2 * d * d + 2 * d
+    line = (
+        f"Like for like, LAMA's scoring (its whole pooling layer: key MLP, P, Q and context, "
+        f"{lama['attention_params']:,} parameters; LAMA has no value or output projection) "
+        f"against self-attention's query and key projections (2 D^2 + 2 D = {qk:,}): "
+        f"{lama['attention_params'] / qk:.2f}x the parameters"
+    )
+    costs = f.get("scoring")
+    if costs:
+        line += (
+            f" and {costs['lama_flops_per_token'] / costs['mhsa_qk_flops_per_token']:.2f}x the "
+            f"FLOPs per token ({costs['lama_flops_per_token']:,} against "
+            f"{costs['mhsa_qk_flops_per_token']:,}; self-attention's T x T scores come on top)."
+        )
+    else:
+        line += f"; the FLOPs per token are {NOT_RECORDED}."
+    out.append(line)
+    t = 20
+    out.append(
+        f"LAMA's scores are L2-normalised across the {f['heads']} heads, so every logit lies in "
+        f"[-1, 1]: in a text of T = {t} tokens no token can get more than "
+        f"{fnd.max_weight(t):.3f} of a head's weight (e / (e + (T - 1) / e))."
+    )
+    return out
 
 
 def lm_table(rows: Sequence[dict]) -> list[str]:

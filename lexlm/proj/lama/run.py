@@ -5,10 +5,11 @@ A classifier run directory holds ``identity.json`` and ``config.json``
 (``lexlm.experiment.store``; the config records the data block with absolute paths, the
 resolved class count and the vocabulary's size and SHA-256), ``vocab/`` (the word vocabulary,
 an identity-checked artifact built from the training split), ``checkpoints/``,
-``metrics.jsonl`` and ``evals/`` (accuracy on validation and test at every saved step). So a
-run is evaluable from its own folder (``python -m lexlm.evaluate --workdir <run dir>``), and
-a changed data file, class count or vocabulary is refused by name, never loaded into old
-checkpoints.
+``metrics.jsonl``, ``evals/`` (accuracy on validation at every saved step, and on test once,
+at the step validation chose) and ``selected/`` (the parameters of the best validation step so
+far: ``lexlm.proj.lama.evaluate``). So a run is evaluable from its own folder
+(``python -m lexlm.evaluate --workdir <run dir>``), and a changed data file, class count or
+vocabulary is refused by name, never loaded into old checkpoints.
 
 ``run(c, wd)``: for the classification variants one run per pooling, ``W/runs/cls_<pooling>``;
 for ``lm`` the three LMs of ``lexlm.proj.lama.low_rank_lm``.
@@ -32,7 +33,7 @@ from lexlm.proj.lama.config import POOLINGS, TASKS
 
 # Data fields that a word-level classifier does not read: set, they would be silently ignored.
 UNUSED_DATA_FIELDS = ("unit", "vocab_size", "chunk_chars", "doc_split", "heading_pattern")
-ATTENTION_MODELS = ("lama", "lama_ctx", "structured")  # poolings with per-head token weights
+ATTENTION_MODELS = ("lama", "lama_ctx", "structured")  # poolings whose heads the figures show
 VOCAB_DIR = "vocab"
 
 
@@ -191,8 +192,9 @@ def encode_splits(cfg, splits, vocab) -> dict:
 
 
 def train_classifier(cfg, run_dir, enc: dict, vocab):
-    """Trains (or resumes) one classifier run; every saved step is evaluated on validation and
-    test (``EvalHook``, also for the step it resumes from if that evaluation is missing).
+    """Trains (or resumes) one classifier run; every saved step is evaluated on validation
+    (``EvalHook``, also for the step it resumes from if that evaluation is missing) and the
+    best step's parameters kept. Test is not scored here.
     ``enc``: the encoded splits; ``vocab``: the vocabulary they were encoded with."""
     from lexlm.data.labelled import ClassBatches
     from lexlm.proj.lama.evaluate import EvalHook
@@ -223,6 +225,24 @@ def saved_steps(train_cfg) -> list[int]:
 
 
 # -- the lama project -------------------------------------------------------------------------
+def attention_weights(model_cfg, params, enc, batch_size: int) -> tuple[list, list]:
+    """Every text's attention weights [m, T] of ``enc`` under ``params`` and its token count:
+    ``(weights, lengths)``."""
+    from lexlm.data.labelled import eval_batches
+    from lexlm.nn.classifier import TextClassifier
+
+    apply = jax.jit(TextClassifier(model_cfg).apply)
+    weights, lengths = [], []
+    for batch in eval_batches(enc, batch_size):
+        _, w = apply({"params": params}, batch["tokens"])
+        n = np.sum(np.asarray(batch["tokens"]) != 0, axis=1)
+        for wi, ni, real in zip(np.asarray(w), n, np.asarray(batch["weight"])):
+            if real:
+                weights.append(wi)
+                lengths.append(int(ni))
+    return weights, lengths
+
+
 def attention_examples(model_cfg, params, texts, vocab, max_len: int) -> dict:
     """Tokens and per-head attention weights of ``texts`` (rounded to 4 decimals), the
     weights cut to each text's tokens."""
@@ -243,8 +263,8 @@ def attention_examples(model_cfg, params, texts, vocab, max_len: int) -> dict:
 def run_classify(c, wd: store.Workdir) -> dict:
     from lexlm.data import labelled
     from lexlm.nn.pooling import self_attention_param_count
+    from lexlm.proj.lama import evaluate as lama_eval
     from lexlm.proj.lama import findings as fnd
-    from lexlm.proj.lama.evaluate import step_evaluations
 
     names = checks.names(c.models, POOLINGS, "models")
     data = labelled.read_splits(c.data, classes=int(c.classes))
@@ -270,25 +290,32 @@ def run_classify(c, wd: store.Workdir) -> dict:
             ]
             wd.timings[f"cls_{name}"] = {"train_s": round(time.perf_counter() - t0, 1),
                                          "step_s": 1.0 / float(np.median(rates))}  # fmt: skip
-        evals = step_evaluations(run_dir, saved_steps(c.train))
+        # the step is chosen on validation alone; only then is test scored, once, at it
+        steps = saved_steps(c.train)
+        evals = lama_eval.step_evaluations(run_dir, steps)
         chosen = fnd.select_on_dev(evals)
+        test = lama_eval.evaluate_run(run_dir, lama_eval.TEST_SPLIT, chosen["step"])
+        params = lama_eval.selected_params(run_dir, chosen["step"])
         model_cfg = run_model_config(cfg)
+        weights, lengths = attention_weights(model_cfg, params, enc["test"],
+                                             int(c.eval.batch_size))  # fmt: skip
         rows.append({
             "model": name,
             "step": chosen["step"],
             "validation": chosen["validation"],
-            "test": chosen["test"],
+            "test": test["accuracy"],
             "attention_params": int(model_cfg.attention_param_count()),
             "params": int(model_cfg.param_count()),
+            "entropy": fnd.attention_entropy(weights, lengths),
             "evaluations": evals,
         })  # fmt: skip
         if name in ATTENTION_MODELS and int(c.examples):
-            params = jax.device_get(result.state.params)
             texts = data.splits["test"].texts[: int(c.examples)]
             attention[name] = attention_examples(model_cfg, params, texts, vocab,
                                                  int(c.text.max_len))  # fmt: skip
     gap, baseline = fnd.lama_gap(rows)
     width = 2 * int(c.model.hidden)
+    costs = fnd.scoring_costs(width, int(c.model.heads), bool(c.model.key_mlp))
     return {
         "task": "classify",
         "source": str(c.data.source),
@@ -309,8 +336,11 @@ def run_classify(c, wd: store.Workdir) -> dict:
         "mhsa_params": self_attention_param_count(width),
         # LAMA's factorised scoring alone: P and Q, 2 D m
         "lama_scoring_params": 2 * width * int(c.model.heads),
+        "scoring": costs,  # like for like: LAMA's scoring against self-attention's q and k
+        "selection": "validation",  # test scored once per run, at the step validation chose
         "lama_gap": gap,
         "best_baseline": baseline,
+        "mean_gap": fnd.control_gap(rows, "mean"),
         "attention": attention,
         "steps": int(c.train.steps),
         "batch_size": int(c.train.batch_size),
