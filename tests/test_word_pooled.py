@@ -426,8 +426,18 @@ def test_findings_table_on_a_small_case():
 
     text = rep.render(f, {"timings": {"char": {"train_s": 2.0}}, "machine": "m"}, Figures())
     assert "| word-pooled (eTok) | 66.7 |" in text and "10 characters for every model" in text
-    # orderings are computed from the numbers
-    assert "best first: word-pooled (eTok) (1.000), character LM (1.500)." in text
+    # orderings are computed from the numbers; without per-document units, none is stated
+    assert "neighbours are not ordered): word-pooled (eTok) (1.000), character LM (1.500)." in text
+    # with them: a constant gap on every document is an ordering; 2 of 3 against 1 of 3
+    # next words is tied (a resample of the two targets both get right or wrong is likely)
+    results["word_pooled"]["units"] = {"bits": [10.0] * 3, "bytes": [10.0] * 3}
+    results["char"]["units"] = {"bits": [15.0] * 3, "bytes": [10.0] * 3}
+    g = {**rep.findings(results, {"the": 50, "cat": 3}), "budget": 1e9, "split": "test"}
+    g["setup"] = setup
+    with_units = rep.render(g, {"timings": {}, "machine": "m"}, Figures())
+    assert "word-pooled (eTok) (1.000) < character LM (1.500)." in with_units
+    assert "word-pooled (eTok) (66.7%) ~ character LM (33.3%)." in with_units
+    assert "| 1.000 ± 0.000 |" in with_units
     assert "The count reference gets 100.0%; no model is above it." in text
     assert "66.7% against 33.3% (x2.00) overall" in text
     assert "Training took 2 s in all (m)." in text

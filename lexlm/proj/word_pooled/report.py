@@ -172,7 +172,8 @@ def neighbour_comparisons(
     for a, b in itertools.pairwise(order):
         if a in units and b in units:
             d = iv.compare(metric, units[a], units[b])
-            out.append({"a": a, "b": b, **d, "verdict": iv.ordered(d, lower_better)})
+            values = {"a_value": d.pop("a"), "b_value": d.pop("b")}
+            out.append({"a": a, "b": b, **values, **d, "verdict": iv.ordered(d, lower_better)})
     return out
 
 
