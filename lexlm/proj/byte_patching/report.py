@@ -38,8 +38,10 @@ PAGE = {
 MegaByte (`lexlm.nn.megabyte`, with patches of four and eight bytes) and SpaceByte
 (`lexlm.nn.spacebyte`) on the word-pooled experiment's grid, next to the byte Transformer (full
 and sliding-window attention), the subword Transformer and the word-pooled LM: the same data and
-splits, every model trained through the one trainer for the same training FLOPs (XLA's count of
-a forward and backward pass, times steps) at each budget, warmed up over a fixed fraction of its
+splits, every model trained through the one trainer for the same training FLOPs (a forward and
+backward pass counted as computed by `lexlm.eval.flops`, loop bodies times their trip counts and
+window attention only over its band, times steps; findings saved before that counter charged a
+scan body once, as XLA's raw count does) at each budget, warmed up over a fixed fraction of its
 own steps, and evaluated from its final checkpoint in bits per byte over the whole test split.
 Each budget's models are run directories `W/runs/budget_<FLOPs>/<model>`. The byte-level models
 are sized to about the byte Transformer's training FLOPs per byte (SpaceByte's control: equal
