@@ -59,8 +59,8 @@ forward and backward pass counted as computed by `lexlm.eval.flops`, the chunked
 loss's scan times its chunks, times steps; findings saved before that counter charged a scan
 body once, as XLA's raw count does, which gave the word LM about twice its budget): a character
 LM, a byte LM, a BPE subword LM and a closed-vocabulary word LM whose unknown words are spelled
-by a character unigram model. Each model is a run directory `W/runs/<model>`, evaluated from its final checkpoint on
-held-out text:
+by a character unigram model. Each model is a run directory `W/runs/<model>`, evaluated from its
+final checkpoint on held-out text:
 
 - bits per character and per UTF-8 byte over the whole test split, end-of-word included for
   the word-pooled LM and the spelled cost of unknown words for the word LM; the report checks
