@@ -438,6 +438,16 @@ def test_findings_table_on_a_small_case():
     assert "word-pooled (eTok) (1.000) < character LM (1.500)." in with_units
     assert "word-pooled (eTok) (66.7%) ~ character LM (33.3%)." in with_units
     assert "| 1.000 ± 0.000 |" in with_units
+    # the prediction diff against the count reference, target by target
+    assert g["vs_bigram"]["char"] == {
+        "n": 3, "same": 1, "same_and_right": 1,
+        "examples": [{"target": "cat", "model": "x", "bigram": "cat"},
+                     {"target": "dog", "model": "x", "bigram": "dog"}],
+    }  # fmt: skip
+    assert (
+        "character LM predicts the count reference's word on 1 of 3 targets (1 of them right) "
+        "(first difference: target 'cat', character LM 'x', reference 'cat')." in with_units
+    )
     assert "The count reference gets 100.0%; no model is above it." in text
     assert "66.7% against 33.3% (x2.00) overall" in text
     assert "Training took 2 s in all (m)." in text

@@ -190,6 +190,31 @@ def ranked_line(order: Sequence[str], value_of, comparisons: Sequence[dict]) -> 
     return "".join(parts)
 
 
+def prediction_diff(results: Mapping[str, dict], examples: int = 5) -> dict[str, dict]:
+    """Each model's next-word predictions against the bigram count reference's, target by
+    target: how many are the same word, how many of those are right, and the first differing
+    targets (a model whose list equals the reference's would point at a plumbing error)."""
+    ref = results["bigram"]["predictions"]
+    out = {}
+    for k, r in results.items():
+        if k == "bigram" or not r.get("predictions"):
+            continue
+        pred, truth = r["predictions"], r["targets"]
+        same = [p == q for p, q in zip(pred, ref)]
+        differ = [
+            {"target": t, "model": p, "bigram": q}
+            for p, q, t in zip(pred, ref, truth)
+            if p != q
+        ]
+        out[k] = {
+            "n": len(same),
+            "same": int(sum(same)),
+            "same_and_right": int(sum(s and p == t for s, p, t in zip(same, pred, truth))),
+            "examples": differ[:examples],
+        }
+    return out
+
+
 def findings(results: Mapping[str, dict], counts: Mapping[str, int] | None) -> dict:
     """One row per model (``counts``: training counts of word bodies, None without next-word
     targets); with both, the word-pooled against the character LM. ``units`` keeps each
@@ -208,6 +233,8 @@ def findings(results: Mapping[str, dict], counts: Mapping[str, int] | None) -> d
             row["accuracy"] = finite(accuracy_report(r["predictions"], r["targets"], counts))
         rows[kind] = finite(row)
     out = {"models": [k for k in results if k != "bigram"], "rows": rows}
+    if "bigram" in results and results["bigram"].get("predictions"):
+        out["vs_bigram"] = prediction_diff(results)
     units = bits_units(results)
     if units:
         out["units"] = units
@@ -392,6 +419,18 @@ def orderings(f: dict) -> list[str]:
                 )
                 + "."
             )
+    for k, d in f.get("vs_bigram", {}).items():
+        first = d["examples"][0] if d["examples"] else None
+        example = (
+            f" (first difference: target {first['target']!r}, {name(k)} {first['model']!r}, "
+            f"reference {first['bigram']!r})"
+            if first
+            else " (every prediction is the reference's)"
+        )
+        lines.append(
+            f"- {name(k)} predicts the count reference's word on {d['same']} of {d['n']} targets "
+            f"({d['same_and_right']} of them right){example}."
+        )
     if "vs_char" in f:
         v = f["vs_char"]
         acc = {k: f["rows"][k]["accuracy"]["overall"]["accuracy"] for k in ("word_pooled", "char")}
