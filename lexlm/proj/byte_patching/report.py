@@ -16,7 +16,7 @@ import io
 import itertools
 from collections.abc import Mapping, Sequence
 
-from lexlm.proj.word_pooled.report import NAMES, bits_cell, finite
+from lexlm.proj.word_pooled.report import NAMES, bits_cell, finite, seeds_note
 
 CLAIM = ("subword", "spacebyte", "megabyte", "byte")  # SpaceByte's Table 1, best first
 CLAIM_NAMES = {"megabyte": "MegaByte", "spacebyte": "SpaceByte", "subword": "subword",
@@ -442,6 +442,8 @@ def render(findings: dict, provenance: dict, figures) -> str:
         "(forward) byte.",
         "",
         *table(f),
+        "",
+        seeds_note([r for per in f["rows"].values() for r in per]),
         "",
         *budget_lines(f),
         "",

@@ -277,6 +277,22 @@ def name(kind: str) -> str:
     return NAMES.get(kind, kind)
 
 
+def seeds_note(rows: Sequence[Mapping]) -> str:
+    """What '±' means in a table of bits per byte, and how many training seeds stand behind it
+    ('' for findings that recorded no interval)."""
+    with_interval = [r for r in rows if r.get("interval")]
+    if not with_interval:
+        return "One training seed per model; no interval was recorded in this finding."
+    seeds = {int((r.get("seeds") or {}).get("n", 1)) for r in with_interval}
+    docs = with_interval[0]["interval"]["units"]
+    head = (
+        f"{min(seeds)} training seeds per model (trained in one program), seed-averaged"
+        if min(seeds) > 1
+        else "One training seed per model (this grid is too large for 3 seeds on this machine)"
+    )
+    return f"{head}; ± is the 95% bootstrap interval over the {docs} test documents."
+
+
 def bits_cell(r: Mapping) -> str:
     """Bits per byte, '± h' (the 95% bootstrap half-width over test documents) when recorded,
     and the seeds' standard deviation when there were several."""
@@ -498,7 +514,8 @@ def render(findings: dict, provenance: dict, figures) -> str:
             "in the training split.",
             "",
         ]
-    lines += [*table(f), "", text_size_line(f), "", *orderings(f), ""]
+    models = [r for k, r in f["rows"].items() if k != "bigram"]
+    lines += [*table(f), "", seeds_note(models), text_size_line(f), "", *orderings(f), ""]
     timings = provenance.get("timings", {})
     trained = [t["train_s"] for t in timings.values() if isinstance(t, dict) and t.get("train_s")]
     if trained:
