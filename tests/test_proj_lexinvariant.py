@@ -31,7 +31,7 @@ TOY = [
 SMALL = [
     "--config=lexinvariant:tiny",
     *[a for a in TOY if not a.startswith("--config.eval.max_windows=")],
-    "--config.eval.max_windows=96",  # 3 test documents: the bootstrap resamples documents
+    "--config.eval.max_windows=96",  # 4 test documents: the bootstrap resamples documents
     "--config.units=char",
     "--config.cipher_draws=2",
     "--config.mechanism.span=16",
@@ -94,8 +94,8 @@ def test_findings_hold_every_finding_and_their_curves(reference):
             lo, hi = row[f"{name}_interval"]
             assert lo <= row[name] <= hi and lo < hi, name
         assert row["unigram_readout_d16"] > row["in_context_unigram"] - 0.05
-    # one seed, three test documents; the comparisons pair the same documents
-    assert f["train_seeds"] == 1 and f1["lexinvariant"]["documents"] == 3
+    # one seed, four test documents; the comparisons pair the same documents
+    assert f["train_seeds"] == 1 and f1["lexinvariant"]["documents"] == 4
     assert f1["learned"]["seeds"] == 1
     d = f1["comparisons"]["lexinvariant - learned"]
     assert d["diff"] == pytest.approx(

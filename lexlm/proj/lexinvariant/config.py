@@ -17,7 +17,10 @@
   position next to no-training references, the repeated-span mechanism check, attention
   patterns, the substitution cipher and the deciphering probe. The lexinvariant runs add the
   readout fixes of ``lexinvariant_model`` (a learned logit scale and the copy readout of
-  ``lexlm.nn.copy_readout``); the standard LM keeps the plain tied readout.
+  ``lexlm.nn.copy_readout``); the standard LM keeps the plain tied readout, and a second
+  standard LM with ``standard_copy_model`` (the copy readout; ``W/runs/learned_copy_<unit>``)
+  is the control. Each run trains ``train.seeds`` copies (3 in ``small`` and ``paper``, 1 in
+  ``tiny``); every comparison carries a paired bootstrap interval over test documents.
 * ``ablation``: the character lexinvariant LM once per readout / position / key option of
   ``ablation.variants`` (``lexlm.proj.lexinvariant.ablation.VARIANTS``), plus the standard
   LM with and without the copy readout, tabulated on the validation split.

@@ -35,7 +35,17 @@ pointer over earlier positions, p = g softmax(h . G) + (1 - g) sum_j a_tj [x_j =
 score adds a learned multiple of [x_t = x_{j-1}] (an induction match) and a recency slope. It
 names positions, not types, so it has no crosstalk and keeps the LM exactly lexinvariant
 (tested). The findings' lexinvariant runs use both (`lexinvariant_model` in the config); the
-standard LM keeps the plain tied readout. The `ablation` variant trains one run per option.
+standard LM keeps the plain tied readout, and a second standard LM with the copy readout
+(`standard_copy_model`, runs `learned_copy_<unit>`) is the control: every table has both
+standard columns. The `ablation` variant trains one run per option.
+
+**Seeds and intervals.** Every run trains `train.seeds` copies in one program (3 in `small`
+and `paper`; 1 in `tiny`, the main job's section, for its time) and is scored on every test
+document. Values are the seed-averaged model's, ± the half-width of a 95% bootstrap interval
+over test documents; a difference or a perplexity ratio resamples the same documents for both
+models (paired), and a sentence states an ordering only when that interval excludes 0 (a
+ratio: 1), else says the two are tied at this budget. The mechanism check, attention patterns,
+cipher and probe read seed 0.
 
 **Finding 1** (paper section 4.1): loss by position bucket on the test split, the
 lexinvariant / standard perplexity ratio, and reference columns that need no training
