@@ -158,3 +158,123 @@ def test_findings_runs_take_their_corpus_unit_and_the_readout_fix():
     c.corpora = "prose,poetry"
     with pytest.raises(ConfigError, match=r"^corpora: unknown \['poetry'\]"):
         validate_findings(c)
+
+
+# ----------------------------------------------------------------------------- intervals
+
+
+def test_perplexity_ratio_is_exp_of_the_paired_loss_difference():
+    tokens = np.array([10.0, 20.0, 30.0, 40.0])
+    b = {"nats": 1.0 * tokens, "tokens": tokens}
+    # a constant gap of 0.5 nats per token in every document: every resample gives it
+    a = {"nats": 1.5 * tokens, "tokens": tokens}
+    r = lf.perplexity_ratio(a, b)
+    assert r["value"] == pytest.approx(math.exp(0.5))
+    assert r["lo"] == pytest.approx(math.exp(0.5)) and r["hi"] == pytest.approx(math.exp(0.5))
+    assert r["excludes_one"]
+    # a gap of +1 in two documents and -1 in two others of the same size: 1.0, and tied
+    c = {"nats": tokens, "tokens": tokens}
+    same = {"nats": np.array([20.0, 10.0, 20.0, 10.0]), "tokens": np.full(4, 10.0)}
+    other = {"nats": np.array([10.0, 20.0, 10.0, 20.0]), "tokens": np.full(4, 10.0)}
+    t = lf.perplexity_ratio(same, other)
+    assert t["value"] == pytest.approx(1.0) and t["lo"] < 1.0 < t["hi"]
+    assert not t["excludes_one"]
+    assert lf.perplexity_ratio(c, b)["value"] == pytest.approx(1.0)
+
+
+def bucket_units_of(nats, tokens):
+    return {"nats": nats, "tokens": tokens, "positions": ["1-3", "4-8"]}
+
+
+def test_interval_table_values_ratios_and_intervals_per_bucket():
+    tokens = [[3, 5], [3, 5], [3, 5]]  # three documents x two buckets
+    units = {
+        "learned": bucket_units_of([[3.0, 5.0], [6.0, 10.0], [3.0, 5.0]], tokens),
+        "learned_copy": bucket_units_of([[3.0, 5.0], [3.0, 5.0], [3.0, 5.0]], tokens),
+        "lexinvariant": bucket_units_of([[6.0, 5.0], [9.0, 10.0], [6.0, 5.0]], tokens),
+    }
+    refs = {"in_context_unigram": np.arange(1.0, 9.0)}
+    rows = lf.interval_table(units, refs)
+    assert [r["positions"] for r in rows] == ["1-3", "4-8"]
+    assert rows[0]["standard"] == pytest.approx(12.0 / 9.0)
+    assert rows[0]["standard_copy"] == pytest.approx(1.0)
+    assert rows[0]["lexinvariant"] == pytest.approx(21.0 / 9.0)
+    # lexinvariant is the standard LM plus 1 nat per token in bucket 0, in every document
+    assert rows[0]["ppl_ratio"] == pytest.approx(math.e)
+    assert rows[0]["ppl_ratio_interval"] == pytest.approx([math.e, math.e])
+    assert rows[1]["ppl_ratio"] == pytest.approx(1.0)
+    assert rows[1]["ppl_ratio_interval"] == pytest.approx([1.0, 1.0])
+    assert rows[0]["ppl_ratio_copy"] == pytest.approx(math.exp(21.0 / 9.0 - 1.0))
+    assert rows[0]["standard_copy_interval"] == pytest.approx([1.0, 1.0])  # no spread
+    lo, hi = rows[0]["standard_interval"]
+    assert 1.0 <= lo < 12.0 / 9.0 < hi <= 2.0  # documents at 1 and 2 nats per token
+    assert [r["in_context_unigram"] for r in rows] == [2.0, 6.0]
+    whole = lf.bucket_loss(units["learned"], None)
+    np.testing.assert_array_equal(whole["nats"], [8.0, 16.0, 8.0])
+    np.testing.assert_array_equal(whole["tokens"], [8.0, 8.0, 8.0])
+    # without the control run the table still renders its columns (older findings)
+    del units["learned_copy"]
+    assert "ppl_ratio_copy" not in lf.interval_table(units)[0]
+
+
+def test_report_states_orderings_only_outside_the_interval():
+    apart = {"diff": -0.5, "lo": -0.6, "hi": -0.4, "level": 0.95}
+    tied = {"diff": 0.01, "lo": -0.02, "hi": 0.04, "level": 0.95}
+    r = {
+        "comparisons": {
+            "lexinvariant - learned": {**apart, "a": 1.0, "b": 1.5},
+            "learned_copy - learned": {**tied, "a": 1.51, "b": 1.5},
+            "lexinvariant / learned": {"value": 1.42, "lo": 1.30, "hi": 1.55},
+        }
+    }
+    text = " ".join(report.comparison_sentences(r))
+    assert "the lexinvariant LM is better than the standard LM (difference -0.500" in text
+    assert "the standard LM + copy readout and the standard LM are tied at this budget" in text
+    assert "lexinvariant LM / standard LM 1.420 [1.300, 1.550]" in text
+    rows = [
+        {"positions": "1-3", "ppl_ratio": 8.0, "ppl_ratio_interval": [7.0, 9.0],
+         "lexinvariant": 4.0, "lexinvariant_interval": [3.9, 4.1], "in_context_unigram": 4.5},
+        {"positions": "4-8", "ppl_ratio": 4.0, "ppl_ratio_interval": [3.0, 5.0],
+         "lexinvariant": 3.0, "lexinvariant_interval": [2.9, 3.1], "in_context_unigram": 3.05},
+    ]  # fmt: skip
+    assert report.ratio_sentence(rows).endswith(
+        "it falls with position (the intervals do not overlap)."
+    )
+    assert report.count_model_sentence(rows) == (
+        "Against the in-context count model, the lexinvariant LM is below at positions 1-3 "
+        "and tied with it at positions 4-8."
+    )
+    rows[1]["ppl_ratio_interval"] = [3.0, 7.5]
+    assert "tied at this budget" in report.ratio_sentence(rows)
+
+
+def test_the_committed_findings_render_and_say_what_they_lack():
+    import json
+
+    from lexlm.paths import as_path
+
+    f = json.loads((as_path(report.__file__).parent / "findings" / "tiny.json").read_text())
+    text = report.render_findings(f["findings"], {}, _NoFigures())
+    assert "one seed; no interval recorded in this finding" in text
+    assert "standard + copy readout: not recorded in this finding" in text
+    assert "| 1-3 | 2.305 | not recorded | 4.413 | 8.24 | not recorded |" in text
+
+
+class _NoFigures:
+    def save(self, name, png):
+        return f"figures/{name}"
+
+
+def test_the_control_run_and_the_seeds_of_each_config():
+    c = get_config("tiny")
+    copy = run_config(c, "prose", "char", "learned_copy")
+    assert copy.model.embedding == "learned" and copy.model.copy_readout
+    assert copy.model.logit_scale == "auto"  # as the plain standard LM
+    assert run_name("prose", "subword", "learned_copy") == "learned_copy_subword"
+    sub = run_config(c, "prose", "subword", "learned_copy")
+    assert (sub.train.steps, sub.train.seeds) == (300, 1)  # the tiny runs' steps, one seed
+    for variant in ("small", "paper"):
+        cfg = run_config(get_config(variant), "prose", "char", "learned_copy")
+        assert cfg.train.seeds == 3 and cfg.seq_len == 512 and cfg.model.copy_readout
+    with pytest.raises(ConfigError, match="embedding"):
+        run_config(c, "prose", "char", "semi")

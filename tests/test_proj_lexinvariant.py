@@ -30,7 +30,8 @@ TOY = [
 # The tiny variant (the main job's findings 1-2), characters only.
 SMALL = [
     "--config=lexinvariant:tiny",
-    *TOY,
+    *[a for a in TOY if not a.startswith("--config.eval.max_windows=")],
+    "--config.eval.max_windows=96",  # 4 test documents: the bootstrap resamples documents
     "--config.units=char",
     "--config.cipher_draws=2",
     "--config.mechanism.span=16",
@@ -82,13 +83,39 @@ def test_findings_hold_every_finding_and_their_curves(reference):
     import math
 
     f = eh.findings(reference)
-    table = f["finding1"]["prose/char"]["table"]
+    f1 = f["finding1"]["prose/char"]
+    table = f1["table"]
     assert [r["positions"] for r in table] == ["1-3", "4-15", "16-32"]
     for row in table:
         assert row["ppl_ratio"] == pytest.approx(math.exp(row["lexinvariant"] - row["standard"]))
+        copy = math.exp(row["lexinvariant"] - row["standard_copy"])
+        assert row["ppl_ratio_copy"] == pytest.approx(copy)
+        for name in ("standard", "standard_copy", "lexinvariant", "ppl_ratio", "ppl_ratio_copy"):
+            lo, hi = row[f"{name}_interval"]
+            assert lo <= row[name] <= hi and lo < hi, name
         assert row["unigram_readout_d16"] > row["in_context_unigram"] - 0.05
-    curves = f["finding1"]["prose/char"]["curves"]
-    assert set(curves) == {"standard", "lexinvariant", "in-context unigram"}
+    # one seed, four test documents; the comparisons pair the same documents
+    assert f["train_seeds"] == 1 and f1["lexinvariant"]["documents"] == 4
+    assert f1["learned"]["seeds"] == 1
+    d = f1["comparisons"]["lexinvariant - learned"]
+    assert d["diff"] == pytest.approx(
+        f1["lexinvariant"]["bits_per_byte"] - f1["learned"]["bits_per_byte"]
+    )
+    r = f1["comparisons"]["lexinvariant / learned_copy"]
+    assert r["value"] == pytest.approx(
+        math.exp(f1["lexinvariant"]["loss"] - f1["learned_copy"]["loss"])
+    )
+    assert set(f1["comparisons"]) == {
+        "lexinvariant - learned", "lexinvariant / learned", "lexinvariant - learned_copy",
+        "lexinvariant / learned_copy", "learned_copy - learned", "learned_copy / learned",
+    }  # fmt: skip
+    curves = f1["curves"]
+    assert set(curves) == {
+        "standard",
+        "standard + copy readout",
+        "lexinvariant",
+        "in-context unigram",
+    }
     assert all(len(c) == 32 for c in curves.values())  # the figure is drawn from these
     cipher = f["finding2"]["prose/char"]
     assert cipher["standard"]["draws"] == 2 and cipher["standard"]["diff"] > 0.05
@@ -100,9 +127,15 @@ def test_findings_hold_every_finding_and_their_curves(reference):
     assert set(probe["layers"]) == {"block_0", "final"} and probe["best_layer"] in probe["layers"]
     assert 0 < probe["chance"] < probe["majority_baseline"] < 1
     assert f["runs"]["prose/char"]["learned"]["name"] == "learned_char"
+    assert f["runs"]["prose/char"]["learned_copy"]["name"] == "learned_copy_char"
+    saved = json.loads((reference / "runs" / "learned_copy_char" / "config.json").read_text())
+    assert saved["model"]["embedding"] == "learned" and saved["model"]["copy_readout"]
+    assert set(f["mechanism"]["prose/char"]) == {"learned", "learned_copy", "lexinvariant"}
     report = (reference / "report.md").read_text()
     row = table[0]
-    assert f"| 1-3 | {row['standard']:.3f} | {row['lexinvariant']:.3f} |" in report
+    lo, hi = row["standard_interval"]
+    assert f"| 1-3 | {row['standard']:.3f} ± {(hi - lo) / 2:.3f} |" in report
+    assert "One training seed per run" in report and "not recorded" not in report
     assert "figures/loss_by_position_prose_char.png" in report
 
 
@@ -182,10 +215,14 @@ def test_evaluate_every_run_of_the_workdir_and_one_run_dir(reference, tmp_path, 
     code, out, err = eh.cli([f"--workdir={wd}", "--split=test"], entry="evaluate")
     assert code == 0, err
     lines = [json.loads(x) for x in out.strip().splitlines()]
-    assert [x["run"] for x in lines] == ["runs/learned_char", "runs/lexinvariant_char"]
+    assert [x["run"] for x in lines] == [
+        "runs/learned_char", "runs/learned_copy_char", "runs/lexinvariant_char"
+    ]  # fmt: skip
     assert all(x["kind"] == "lm" and x["step"] == 6 for x in lines)
     f = eh.findings(wd)["finding1"]["prose/char"]
-    assert lines[1]["loss"] == pytest.approx(f["lexinvariant"]["loss"])  # the saved evaluation
+    # the findings' loss is summed from per-document, per-bucket cells: the same number
+    assert lines[2]["loss"] == pytest.approx(f["lexinvariant"]["loss"])
+    assert lines[1]["loss"] == pytest.approx(f["learned_copy"]["loss"])
     run_dir = wd / "runs" / "lexinvariant_char"
     with th.compilation_cache(cache), th.unoptimised_xla():  # the children's compiled programs
         code, out, err = eh.cli([f"--workdir={run_dir}", "--step=4"], entry="evaluate")

@@ -17,7 +17,10 @@
   position next to no-training references, the repeated-span mechanism check, attention
   patterns, the substitution cipher and the deciphering probe. The lexinvariant runs add the
   readout fixes of ``lexinvariant_model`` (a learned logit scale and the copy readout of
-  ``lexlm.nn.copy_readout``); the standard LM keeps the plain tied readout.
+  ``lexlm.nn.copy_readout``); the standard LM keeps the plain tied readout, and a second
+  standard LM with ``standard_copy_model`` (the copy readout; ``W/runs/learned_copy_<unit>``)
+  is the control. Each run trains ``train.seeds`` copies (3 in ``small`` and ``paper``, 1 in
+  ``tiny``); every comparison carries a paired bootstrap interval over test documents.
 * ``ablation``: the character lexinvariant LM once per readout / position / key option of
   ``ablation.variants`` (``lexlm.proj.lexinvariant.ablation.VARIANTS``), plus the standard
   LM with and without the copy readout, tabulated on the validation split.
@@ -57,6 +60,9 @@ UNITS = ("char", "subword")
 # that the run's config.json says what was used) and the copy readout (lexlm.nn.copy_readout).
 # The ablation shows why; the standard LM keeps the plain tied readout.
 LEXINVARIANT_MODEL = dict(logit_scale="learned", copy_readout=True)
+# The control of finding 1: the standard LM with the same copy readout (its plain learned rows
+# keep logit_scale 'auto', i.e. none), one more run per (corpus, unit).
+STANDARD_COPY_MODEL = dict(copy_readout=True)
 
 
 def lm_base(variant: str) -> ml_collections.ConfigDict:
@@ -98,6 +104,7 @@ def findings_config(variant: str) -> ml_collections.ConfigDict:
     c.subword_vocab = 512  # subword runs: BPE vocabulary size
     c.subword_steps = 300  # subword runs: training steps (and their one checkpoint)
     c.lexinvariant_model = dict(LEXINVARIANT_MODEL)
+    c.standard_copy_model = dict(STANDARD_COPY_MODEL)
     c.position_buckets = (1, 4, 16, 32, 64)  # left edges; the last bucket runs to seq_len
     c.readout_widths = ()  # widths of the random-row references; () = the model's width
     c.cipher_draws = 8
@@ -120,12 +127,13 @@ def findings_config(variant: str) -> ml_collections.ConfigDict:
         c.corpora = "prose,code"
         c.units = "char"
         c.seq_len = 512
-        c.train.update(steps=1200, batch_size=8, ckpt_every=400, log_every=50)
+        c.train.update(steps=1200, batch_size=8, ckpt_every=400, log_every=50, seeds=3)
         c.eval.update(max_windows=128, batch_size=16)
         c.mechanism.update(span=256, windows=32)
         c.probe.update(windows=16)
     if variant == "paper":
         c.subword_vocab, c.subword_steps = 32000, 250_000
+        c.train.seeds = 3
         c.mechanism.update(span=256, windows=256, draws=4)
         c.probe.update(windows=256, train_ciphers=16, test_ciphers=4, steps=100)
     return c

@@ -87,6 +87,103 @@ def position_table(
     return rows
 
 
+# The models of finding 1: the standard LM, the standard LM with the copy readout (the
+# control: the lexinvariant runs have it) and the lexinvariant LM. Keys of every table.
+MODELS = ("learned", "learned_copy", "lexinvariant")
+COLUMN = {"learned": "standard", "learned_copy": "standard_copy", "lexinvariant": "lexinvariant"}
+RATIOS = {"ppl_ratio": "learned", "ppl_ratio_copy": "learned_copy"}  # lexinvariant / column
+
+
+def eval_draws(cfg) -> int:
+    """Embedding draws an evaluation averages: one for a learned embedding, else ``eval.draws``."""
+    return 1 if str(cfg.model.get("embedding", "learned")) == "learned" else int(cfg.eval.draws)
+
+
+def bucket_units(run_dir, cfg, step: int, buckets, seed: int = 0) -> dict:
+    """Per test document and position bucket: {'nats': [D, B] (averaged over the embedding
+    draws, with the keys ``lexlm.proj.lm.evaluate.evaluate_run`` uses, so each document's row
+    sums to its nats there), 'tokens': [D, B], 'positions': the B bucket labels}, for copy
+    ``seed`` of a run trained with ``train.seeds``.
+
+        units = bucket_units(run_dir, cfg, 600, (1, 4, 16, 32, 64))"""
+    model, params, tok, _, _ = restore_lm(run_dir, step, seed=seed)
+    windows = eval_windows(cfg, tok, "test", int(cfg.eval.max_windows))
+    ranges = ic.bucket_ranges(buckets, windows["inputs"].shape[1])
+    bucket_of = np.zeros(windows["inputs"].shape[1], np.int64)
+    for i, (lo, hi) in enumerate(ranges):
+        bucket_of[lo - 1 : hi] = i
+    n_docs, n_b = len(windows["doc_bytes"]), len(ranges)
+    doc_ids = np.asarray(windows["doc_ids"], np.int64)
+    cells = np.where(doc_ids >= 0, doc_ids * n_b + bucket_of[None, :], -1)
+    # accumulate_nll sums nats per "document": here a (document, bucket) cell
+    cell_windows = {**windows, "doc_ids": cells, "doc_bytes": np.zeros(n_docs * n_b)}
+    sums = accumulate_nll(
+        nll_function(model, params), cell_windows, int(cfg.eval.batch_size),
+        jax.random.key(int(cfg.eval.seed)), eval_draws(cfg),
+    )  # fmt: skip
+    real = (cells >= 0) & (np.asarray(windows["mask"]) > 0)
+    tokens = np.bincount(cells[real], minlength=n_docs * n_b)
+    return {
+        "nats": sums.doc_nats.reshape(n_docs, n_b).tolist(),
+        "tokens": tokens.reshape(n_docs, n_b).tolist(),
+        "positions": [f"{lo}-{hi}" for lo, hi in ranges],
+    }
+
+
+def bucket_loss(units: dict, bucket: int | None) -> dict:
+    """One bucket's column (all buckets summed for None) of ``bucket_units``: the per-document
+    {'nats', 'tokens'} that ``intervals.ratio_of_sums('nats', 'tokens')`` turns into the loss."""
+    nats, tokens = np.asarray(units["nats"], np.float64), np.asarray(units["tokens"], np.float64)
+    if bucket is None:
+        return {"nats": nats.sum(axis=1), "tokens": tokens.sum(axis=1)}
+    return {"nats": nats[:, bucket], "tokens": tokens[:, bucket]}
+
+
+def perplexity_ratio(a: dict, b: dict) -> dict:
+    """exp(loss(a) - loss(b)) over the same test documents, with its paired bootstrap
+    interval: the interval of the loss difference (``intervals.compare``, the same resampled
+    documents for both) mapped through exp, which keeps percentiles. ``a``, ``b``: per-document
+    {'nats', 'tokens'} (``bucket_loss``). {'value', 'lo', 'hi', 'diff', 'excludes_one', ...}."""
+    from lexlm.eval import intervals as iv
+
+    cmp = iv.compare(iv.ratio_of_sums("nats", "tokens"), a, b)
+    return {**cmp, "value": math.exp(cmp["diff"]), "lo": math.exp(cmp["lo"]),
+            "hi": math.exp(cmp["hi"]), "diff_lo": cmp["lo"], "diff_hi": cmp["hi"],
+            "excludes_one": cmp["excludes_zero"]}  # fmt: skip
+
+
+def interval_table(units: dict[str, dict], references: dict | None = None) -> list[dict]:
+    """Rows per position bucket from the seed-averaged ``bucket_units`` of each model in
+    ``units`` (keys of ``MODELS``; 'learned_copy' may be missing): each model's loss (nats per
+    token) under its ``COLUMN`` name and its 95% bootstrap interval over documents under
+    ``<name>_interval``, the
+    lexinvariant / standard perplexity ratios of ``RATIOS`` with paired intervals
+    (``perplexity_ratio``), and the mean of every per-position reference curve in
+    ``references`` (no interval: they are not models)."""
+    from lexlm.eval import intervals as iv
+
+    labels = units["lexinvariant"]["positions"]
+    t_len = int(labels[-1].split("-")[1])
+    ranges = [tuple(int(x) for x in p.split("-")) for p in labels]
+    refs = {k: ic.bucket_means(v[:t_len], ranges) for k, v in (references or {}).items()}
+    rows = []
+    for i, label in enumerate(labels):
+        row: dict = {"positions": label}
+        cols = {m: bucket_loss(units[m], i) for m in MODELS if m in units}
+        for m, col in cols.items():
+            b = iv.bootstrap_interval(iv.ratio_of_sums("nats", "tokens"), col)
+            row[COLUMN[m]] = b["value"]
+            row[f"{COLUMN[m]}_interval"] = [b["lo"], b["hi"]]
+        for name, std in RATIOS.items():
+            if std in cols:
+                r = perplexity_ratio(cols["lexinvariant"], cols[std])
+                row[name] = r["value"]
+                row[f"{name}_interval"] = [r["lo"], r["hi"]]
+        row.update({k: v[i] for k, v in refs.items()})
+        rows.append(row)
+    return rows
+
+
 def references(test: dict, validation: dict, vocab_size: int, widths) -> dict[str, list]:
     """The no-training reference curves of finding 1 on the ``test`` windows: the in-context
     count model; the bag-of-tokens readout (scale chosen on ``validation``) with exact rows and

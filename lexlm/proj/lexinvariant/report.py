@@ -35,7 +35,17 @@ pointer over earlier positions, p = g softmax(h . G) + (1 - g) sum_j a_tj [x_j =
 score adds a learned multiple of [x_t = x_{j-1}] (an induction match) and a recency slope. It
 names positions, not types, so it has no crosstalk and keeps the LM exactly lexinvariant
 (tested). The findings' lexinvariant runs use both (`lexinvariant_model` in the config); the
-standard LM keeps the plain tied readout. The `ablation` variant trains one run per option.
+standard LM keeps the plain tied readout, and a second standard LM with the copy readout
+(`standard_copy_model`, runs `learned_copy_<unit>`) is the control: every table has both
+standard columns. The `ablation` variant trains one run per option.
+
+**Seeds and intervals.** Every run trains `train.seeds` copies in one program (3 in `small`
+and `paper`; 1 in `tiny`, the main job's section, for its time) and is scored on every test
+document. Values are the seed-averaged model's, ± the half-width of a 95% bootstrap interval
+over test documents; a difference or a perplexity ratio resamples the same documents for both
+models (paired), and a sentence states an ordering only when that interval excludes 0 (a
+ratio: 1), else says the two are tied at this budget. The mechanism check, attention patterns,
+cipher and probe read seed 0.
 
 **Finding 1** (paper section 4.1): loss by position bucket on the test split, the
 lexinvariant / standard perplexity ratio, and reference columns that need no training
@@ -85,7 +95,8 @@ Every field is overridable, the data included (`--config.data.source=files
 
 REFERENCES = ("in_context_unigram", "bag_of_tokens", "unigram_readout")
 PATTERNS = ("self", "previous", "same_token_earlier", "induction")
-MODEL_NAME = {"learned": "standard", "lexinvariant": "lexinvariant"}
+MODEL_NAME = {"learned": "standard", "learned_copy": "standard + copy readout",
+              "lexinvariant": "lexinvariant"}  # fmt: skip
 
 
 def join(items: list[str]) -> str:
@@ -97,13 +108,39 @@ def join(items: list[str]) -> str:
 # ----------------------------------------------------------------------------- findings 1-2
 
 
+NOT_RECORDED = "standard + copy readout: not recorded in this finding"
+OLD_FINDING = "one seed; no interval recorded in this finding"
+
+
 def _setup(f: dict) -> list[str]:
     m = f["model"]
     fixes = " ".join(f"`model.{k}={v}`" for k, v in f["lexinvariant_model"].items())
+    copy = f.get("standard_copy_model")
+    control = (
+        "the standard + copy readout runs add "
+        + " ".join(f"`model.{k}={v}`" for k, v in copy.items())
+        + "; "
+        if copy
+        else ""
+    )
+    seeds = f.get("train_seeds")
+    if seeds is None:
+        seed_text = f"Training seeds: {OLD_FINDING}."
+    elif seeds == 1:
+        seed_text = (
+            "One training seed per run (`train.seeds=1`: three would not fit in the main "
+            "job's time); intervals are 95% bootstrap intervals over test documents."
+        )
+    else:
+        seed_text = (
+            f"{seeds} training seeds per run (`train.seeds={seeds}`, trained in one program); "
+            "the tables give the seed-averaged model, with 95% bootstrap intervals over test "
+            "documents."
+        )
     lines = [
         f"{m['depth']} layers x {m['width']} wide, {m['heads']} heads, context {f['seq_len']}, "
-        f"batches of {f['batch_size']} windows; the lexinvariant runs add {fixes}; their "
-        f"losses are averaged over {f['eval_draws']} embedding draws.",
+        f"batches of {f['batch_size']} windows; the lexinvariant runs add {fixes}; {control}"
+        f"lexinvariant losses are averaged over {f['eval_draws']} embedding draws. {seed_text}",
         "",
         "| run | model | unit | vocabulary | parameters | steps |",
         "|---|---|---|---|---|---|",
@@ -114,11 +151,46 @@ def _setup(f: dict) -> list[str]:
                 f"| `{r['name']}` | {MODEL_NAME[emb]} | {key.split('/')[1]} | {r['vocab_size']} "
                 f"| {r['params']:,} | {r['steps']} |"
             )
+    if copy is None:
+        lines += ["", f"{NOT_RECORDED[0].upper()}{NOT_RECORDED[1:]}."]
     return [*lines, ""]
 
 
+def ratio_cell(row: dict, name: str) -> str:
+    """'1.42 [1.30, 1.55]': a perplexity ratio and its paired bootstrap interval."""
+    if name not in row:
+        return "not recorded"
+    if f"{name}_interval" not in row:
+        return f"{row[name]:.2f}"
+    lo, hi = row[f"{name}_interval"]
+    return f"{row[name]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def loss_cell(row: dict, name: str) -> str:
+    from lexlm.eval.intervals import plus_minus
+
+    if name not in row:
+        return "not recorded"
+    if f"{name}_interval" not in row:
+        return f"{row[name]:.3f}"
+    return plus_minus(row[name], *row[f"{name}_interval"])
+
+
 def ratio_sentence(table: list[dict]) -> str:
-    """How the perplexity ratio moves with position, from the numbers."""
+    """How the perplexity ratio moves with position, from the numbers; with intervals, a fall
+    is stated only when the last bucket's interval lies below the first's (else tied)."""
+    if "ppl_ratio_interval" in table[0]:
+        first, last = table[0], table[-1]
+        head = (
+            f"The lexinvariant / standard perplexity ratio is {ratio_cell(first, 'ppl_ratio')} "
+            f"at positions {first['positions']} and {ratio_cell(last, 'ppl_ratio')} at "
+            f"positions {last['positions']}"
+        )
+        if last["ppl_ratio_interval"][1] < first["ppl_ratio_interval"][0]:
+            return head + ": it falls with position (the intervals do not overlap)."
+        if last["ppl_ratio_interval"][0] > first["ppl_ratio_interval"][1]:
+            return head + ": it rises with position (the intervals do not overlap)."
+        return head + ": the intervals overlap, so the two are tied at this budget."
     ratios = [row["ppl_ratio"] for row in table]
     top = int(np.argmax(ratios))
     tail = ratios[top:]
@@ -138,6 +210,19 @@ def ratio_sentence(table: list[dict]) -> str:
 
 
 def count_model_sentence(table: list[dict]) -> str:
+    """Where the lexinvariant LM is below the in-context count model; with intervals, below
+    (above) only where its whole interval is below (above) the count model's loss."""
+    if "lexinvariant_interval" in table[0]:
+        ref = "in_context_unigram"
+        below = [r["positions"] for r in table if r["lexinvariant_interval"][1] < r[ref]]
+        above = [r["positions"] for r in table if r["lexinvariant_interval"][0] > r[ref]]
+        tied = [r["positions"] for r in table if r["positions"] not in below + above]
+        parts = [
+            f"{what} at positions {join(where)}"
+            for what, where in (("below", below), ("above", above), ("tied with it", tied))
+            if where
+        ]
+        return f"Against the in-context count model, the lexinvariant LM is {join(parts)}."
     below = [row["positions"] for row in table if row["lexinvariant"] < row["in_context_unigram"]]
     if not below:
         return "The lexinvariant LM is above the in-context count model in every bucket."
@@ -146,31 +231,85 @@ def count_model_sentence(table: list[dict]) -> str:
     return f"The lexinvariant LM is below the in-context count model at positions {join(below)}."
 
 
+def comparison_sentences(r: dict) -> list[str]:
+    """The orderings of finding 1 over the whole test split, each stated only where the paired
+    interval excludes 0 (``intervals.ordering_sentence``), and the perplexity ratios."""
+    from lexlm.eval.intervals import ordering_sentence
+
+    cmps = r.get("comparisons")
+    if cmps is None:
+        return [f"Comparisons: {OLD_FINDING}; {NOT_RECORDED}."]
+    names = {"learned": "the standard LM", "learned_copy": "the standard LM + copy readout",
+             "lexinvariant": "the lexinvariant LM"}  # fmt: skip
+    out = []
+    for key, cmp in cmps.items():
+        if " - " in key:
+            a, b = key.split(" - ")
+            text = ordering_sentence(names[a], names[b], cmp, lower_is_better=True)
+            out.append(f"In bits per byte, {text}.")
+    ratios = [
+        f"{names[k.split(' / ')[0]].removeprefix('the ')} / "
+        f"{names[k.split(' / ')[1]].removeprefix('the ')} "
+        f"{v['value']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
+        for k, v in cmps.items()
+        if " / " in k
+    ]
+    out.append(f"Whole-split perplexity ratios (95% paired bootstrap): {'; '.join(ratios)}.")
+    return out
+
+
+def _headline(r: dict) -> str:
+    from lexlm.eval.intervals import plus_minus
+
+    parts = []
+    for emb in ("learned", "learned_copy", "lexinvariant"):
+        m = r.get(emb)
+        if m is None:
+            parts.append(NOT_RECORDED)
+        elif "bits_per_byte_interval" in m:
+            parts.append(
+                f"{MODEL_NAME[emb]} {plus_minus(m['bits_per_byte'], *m['bits_per_byte_interval'])}"
+                f" bits/byte (perplexity {m['perplexity']:.2f})"
+            )
+        else:
+            parts.append(
+                f"{MODEL_NAME[emb]} {m['bits_per_byte']:.3f} bits/byte "
+                f"(perplexity {m['perplexity']:.2f}; {OLD_FINDING})"
+            )
+    return ", ".join(parts)
+
+
 def _finding1(f: dict, figures) -> list[str]:
     lines = ["### Finding 1: the gap closes with context", ""]
     for key, r in f["finding1"].items():
-        s, x = r["learned"], r["lexinvariant"]
         table = r["table"]
-        ref_cols = [k for k in table[0] if k.startswith(REFERENCES)]
+        ref_cols = [k for k in table[0] if k.startswith(REFERENCES) and "_interval" not in k]
+        cols = [("standard", "standard"), ("standard + copy readout", "standard_copy"),
+                ("lexinvariant", "lexinvariant")]  # fmt: skip
+        ratios = [("ppl ratio lex/std", "ppl_ratio"),
+                  ("ppl ratio lex/(std + copy)", "ppl_ratio_copy")]  # fmt: skip
+        bounds = (
+            " (± 95% bootstrap over documents; ratios with their 95% paired bootstrap intervals)"
+            if "lexinvariant_interval" in table[0]
+            else ""
+        )
         lines += [
-            f"**{key}**: standard {s['bits_per_byte']:.3f} bits/byte (perplexity "
-            f"{s['perplexity']:.2f}), lexinvariant {x['bits_per_byte']:.3f} bits/byte "
-            f"(perplexity {x['perplexity']:.2f}); ln V = {r['ln_v']:.3f}. Loss in nats per token.",
+            f"**{key}**: {_headline(r)}; ln V = {r['ln_v']:.3f}. Loss in nats per token{bounds}.",
             "",
-            "| positions | standard | lexinvariant | ppl ratio lex/std | "
-            + " | ".join(ref_cols)
+            "| positions | "
+            + " | ".join(name for name, _ in cols + ratios)
+            + "".join(f" | {k}" for k in ref_cols)
             + " |",
-            "|---" * (4 + len(ref_cols)) + "|",
+            "|---" * (1 + len(cols) + len(ratios) + len(ref_cols)) + "|",
         ]
         for row in table:
-            refs = " | ".join(f"{row[k]:.3f}" for k in ref_cols)
-            lines.append(
-                f"| {row['positions']} | {row['standard']:.3f} | {row['lexinvariant']:.3f} "
-                f"| {row['ppl_ratio']:.2f} | {refs} |"
-            )
+            cells = [loss_cell(row, k) for _, k in cols] + [ratio_cell(row, k) for _, k in ratios]
+            refs = "".join(f" | {row[k]:.3f}" for k in ref_cols)
+            lines.append(f"| {row['positions']} | {' | '.join(cells)}{refs} |")
         png = plot_loss_by_position(r["curves"], log_x=True)
         path = figures.save(f"loss_by_position_{key.replace('/', '_')}.png", png)
         lines += ["", ratio_sentence(table) + " " + count_model_sentence(table), ""]
+        lines += [" ".join(comparison_sentences(r)), ""]
         lines += [f"![loss by position, {key}]({path})", ""]
     lines += _code_vs_prose(f)
     return lines
@@ -183,8 +322,23 @@ def _code_vs_prose(f: dict) -> list[str]:
         if not (prose and code):
             continue
         pairs = list(zip(prose["table"], code["table"]))
-        faster = [p["positions"] for p, c in pairs if c["ppl_ratio"] < p["ppl_ratio"]]
         last_p, last_c = pairs[-1]
+        if "ppl_ratio_interval" in last_p:
+            # different documents: lower only where the two intervals do not overlap
+            lower = [p["positions"] for p, c in pairs
+                     if c["ppl_ratio_interval"][1] < p["ppl_ratio_interval"][0]]  # fmt: skip
+            higher = [p["positions"] for p, c in pairs
+                      if c["ppl_ratio_interval"][0] > p["ppl_ratio_interval"][1]]  # fmt: skip
+            out += [
+                f"Code against prose ({unit}): the ratio is lower on code in {len(lower)} and "
+                f"higher in {len(higher)} of {len(pairs)} buckets (intervals apart; the rest "
+                f"are tied at this budget); at positions {last_p['positions']} it is "
+                f"{ratio_cell(last_c, 'ppl_ratio')} on code and "
+                f"{ratio_cell(last_p, 'ppl_ratio')} on prose.",
+                "",
+            ]
+            continue
+        faster = [p["positions"] for p, c in pairs if c["ppl_ratio"] < p["ppl_ratio"]]
         out += [
             f"Code against prose ({unit}): the ratio is lower on code in {len(faster)} of "
             f"{len(pairs)} buckets; at positions {last_p['positions']} it is "
@@ -201,10 +355,10 @@ def _mechanism(f: dict) -> list[str]:
         "| run | model | span | first copy | second copy | drop |",
         "|---|---|---|---|---|---|",
     ]
-    drops = {"learned": [], "lexinvariant": []}
+    drops: dict[str, list] = {"learned": [], "lexinvariant": []}
     for key, r in f["mechanism"].items():
         for emb, m in r.items():
-            drops[emb].append(m["drop"])
+            drops.setdefault(emb, []).append(m["drop"])
             lines.append(
                 f"| {key} | {MODEL_NAME[emb]} | {m['span']} | {m['first_copy']:.3f} | "
                 f"{m['second_copy']:.3f} | {m['drop']:.3f} |"
@@ -213,7 +367,13 @@ def _mechanism(f: dict) -> list[str]:
     lines += [
         "",
         f"On the second copy the lexinvariant LM's loss drops by {min(lex):.2f} to "
-        f"{max(lex):.2f} nats, the standard LM's by {min(std):.2f} to {max(std):.2f}.",
+        f"{max(lex):.2f} nats, the standard LM's by {min(std):.2f} to {max(std):.2f}"
+        + (
+            f", the standard LM + copy readout's by {min(drops['learned_copy']):.2f} to "
+            f"{max(drops['learned_copy']):.2f}."
+            if drops.get("learned_copy")
+            else "."
+        ),
     ]
     return [*lines, ""]
 
@@ -260,10 +420,10 @@ def _finding2(f: dict) -> list[str]:
         "| run | model | plain loss | cipher loss | difference (± s.e.) | draws |",
         "|---|---|---|---|---|---|",
     ]
-    diffs = {"standard": [], "lexinvariant": []}
+    diffs: dict[str, list] = {"standard": [], "lexinvariant": []}
     for key, r in f["finding2"].items():
         for name, m in r.items():
-            diffs[name].append(m["diff"])
+            diffs.setdefault(name, []).append(m["diff"])
             lines.append(
                 f"| {key} | {name} | {m['plain_loss']:.3f} | {m['cipher_loss']:.3f} | "
                 f"{m['diff']:+.3f} ± {m['diff_se']:.3f} | {m['draws']} |"

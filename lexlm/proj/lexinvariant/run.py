@@ -32,6 +32,7 @@ import math
 import time
 
 import ml_collections
+import numpy as np
 
 from lexlm.errors import ConfigError, StaleResultError
 from lexlm.experiment import checks, store
@@ -40,8 +41,12 @@ from lexlm.paths import as_path
 from lexlm.proj.lexinvariant.config import CORPORA, UNITS
 from lexlm.proj.lm.run import check_lm_run, latest_step, lm_config, train_to_end, validate_run
 
-EMBEDDINGS = ("learned", "lexinvariant")
-MODEL_NAMES = {"learned": "standard", "lexinvariant": "lexinvariant"}
+# The runs of each (corpus, unit): the standard LM, the standard LM with the copy readout
+# (``standard_copy_model``: the control, since the lexinvariant runs have it) and the
+# lexinvariant LM (``lexinvariant_model``).
+EMBEDDINGS = ("learned", "learned_copy", "lexinvariant")
+MODEL_NAMES = {"learned": "standard", "learned_copy": "standard + copy readout",
+               "lexinvariant": "lexinvariant"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- configs
@@ -78,9 +83,13 @@ def run_config(c, corpus: str, unit: str, embedding: str) -> ml_collections.Conf
         raise ConfigError("corpora", f"unknown {corpus!r}; choose from {', '.join(CORPORA)}")
     cfg = lm_run_config(c, c[CORPORA[corpus]])
     cfg.data.unit = unit
-    cfg.model.embedding = embedding
-    if embedding != "learned":
+    if embedding not in EMBEDDINGS:
+        raise ConfigError("embedding", f"unknown {embedding!r}; choose from {EMBEDDINGS}")
+    cfg.model.embedding = "learned" if embedding == "learned_copy" else embedding
+    if embedding == "lexinvariant":
         cfg.model.update(dict(c.lexinvariant_model))
+    elif embedding == "learned_copy":
+        cfg.model.update(dict(c.standard_copy_model))
     if unit == "subword":
         cfg.data.vocab_size = int(c.subword_vocab)
         cfg.train.steps = int(c.subword_steps)
@@ -144,9 +153,10 @@ def validate_findings(c) -> None:
     checks.integer(c.subword_vocab, "subword_vocab", 260)
     checks.integer(c.subword_steps, "subword_steps", 1)
     model_fields = set(c.model.keys())
-    for key in c.lexinvariant_model.keys():
-        if key not in model_fields:
-            raise ConfigError(f"lexinvariant_model.{key}", "is not a model field")
+    for block in ("lexinvariant_model", "standard_copy_model"):
+        for key in c[block].keys():
+            if key not in model_fields:
+                raise ConfigError(f"{block}.{key}", "is not a model field")
     edges = [checks.integer(e, "position_buckets", 1) for e in c.position_buckets]
     if not edges or edges != sorted(set(edges)):
         raise ConfigError("position_buckets", f"must be ascending positions, got {edges}")
@@ -309,27 +319,98 @@ def reference_curves(c, wd: store.Workdir, cfg, tok) -> dict:
     return wd.cached("references", fields, compute)
 
 
-def finding1(c, evals: dict, refs: dict, vocab_size: int) -> dict:
+def bucket_evaluation(c, cfg, run_dir, step: int) -> dict:
+    """The seed-averaged ``bucket_units`` of one run (each seed's saved in its ``evals/``):
+    {'nats', 'tokens': [D, B] means over the run's ``train.seeds`` copies, 'positions'}."""
+    from functools import partial
+
+    from lexlm.eval import intervals as iv
+    from lexlm.proj.lexinvariant import evaluate as ev
+    from lexlm.proj.lm.evaluate import settings
+
+    buckets = [int(b) for b in c.position_buckets]
+    per_seed = [
+        evaluation(
+            run_dir, "test", step,
+            {"kind": "bucket_units", "buckets": buckets, **settings(cfg, ev.eval_draws(cfg), s)},
+            partial(ev.bucket_units, run_dir, cfg, step, buckets, s),
+        )
+        for s in range(int(cfg.train.get("seeds", 1)))
+    ]  # fmt: skip
+    if len(per_seed[0]["nats"]) < 2:
+        raise ConfigError(
+            "eval.max_windows",
+            f"the test windows cover {len(per_seed[0]['nats'])} document: the bootstrap over "
+            "documents needs at least 2 (raise eval.max_windows; 0 = the whole split)",
+        )
+    units = iv.mean_over_seeds([{k: u[k] for k in ("nats", "tokens")} for u in per_seed])
+    return {**{k: v.tolist() for k, v in units.items()}, "positions": per_seed[0]["positions"]}
+
+
+def model_summary(seeds: dict, buckets: dict) -> dict:
+    """One model's headline numbers from ``evaluate_seeds`` and ``bucket_evaluation``: loss
+    (nats per token) and perplexity of the seed-averaged model over the whole test split with
+    its bootstrap interval over documents, bits per byte likewise, and the seed spread."""
+    from lexlm.eval import intervals as iv
     from lexlm.proj.lexinvariant import evaluate as ev
 
-    std, lex = evals["learned"]["loss_by_position"], evals["lexinvariant"]["loss_by_position"]
+    loss = iv.bootstrap_interval(iv.ratio_of_sums("nats", "tokens"), ev.bucket_loss(buckets, None))
+    bpb = seeds["interval"]
     return {
-        **{
-            emb: {k: evals[emb][k] for k in ("loss", "perplexity", "bits_per_byte")}
-            for emb in EMBEDDINGS
-        },
+        "loss": loss["value"], "loss_interval": [loss["lo"], loss["hi"]],
+        "perplexity": math.exp(loss["value"]),
+        "bits_per_byte": bpb["value"], "bits_per_byte_interval": [bpb["lo"], bpb["hi"]],
+        "seeds": seeds["spread"]["n"], "spread": seeds["spread"], "documents": bpb["units"],
+    }  # fmt: skip
+
+
+def comparisons(doc_units: dict, buckets: dict) -> dict:
+    """Every comparison of finding 1 over the same test documents (paired bootstrap): bits per
+    byte differences ('<a> - <b>', ``intervals.compare``) and whole-split perplexity ratios
+    ('<a> / <b>', ``evaluate.perplexity_ratio``) of lexinvariant against each standard LM, and
+    of the standard LM with the copy readout against the plain one."""
+    from lexlm.eval import intervals as iv
+    from lexlm.proj.lexinvariant import evaluate as ev
+
+    pairs = [("lexinvariant", "learned"), ("lexinvariant", "learned_copy"),
+             ("learned_copy", "learned")]  # fmt: skip
+    out = {}
+    for a, b in pairs:
+        if a in doc_units and b in doc_units:
+            out[f"{a} - {b}"] = iv.compare(
+                iv.ratio_of_sums("bits", "bytes"), doc_units[a], doc_units[b]
+            )
+            out[f"{a} / {b}"] = ev.perplexity_ratio(
+                ev.bucket_loss(buckets[a], None), ev.bucket_loss(buckets[b], None)
+            )
+    return out
+
+
+def finding1(c, seeds: dict, buckets: dict, refs: dict, vocab_size: int) -> dict:
+    """Finding 1 of one (corpus, unit): per model (``EMBEDDINGS``) its ``model_summary``, the
+    position table with intervals (``evaluate.interval_table``), the comparisons and the
+    seed-averaged loss-by-position curves of the figure."""
+    from lexlm.proj.lexinvariant import evaluate as ev
+
+    def curve(emb):
+        return np.mean([m["loss_by_position"] for m in seeds[emb]["seeds"]], axis=0).tolist()
+
+    return {
+        **{emb: model_summary(seeds[emb], buckets[emb]) for emb in EMBEDDINGS},
         "ln_v": math.log(vocab_size),
-        "table": ev.position_table(std, lex, c.position_buckets, refs),
+        "table": ev.interval_table(buckets, refs),
+        "comparisons": comparisons({e: seeds[e]["units"] for e in EMBEDDINGS}, buckets),
         "curves": {
-            "standard": std,
-            "lexinvariant": lex,
+            "standard": curve("learned"),
+            "standard + copy readout": curve("learned_copy"),
+            "lexinvariant": curve("lexinvariant"),
             "in-context unigram": refs["in_context_unigram"],
         },
     }
 
 
 def findings_run(c, wd: store.Workdir, reuse: dict | None = None) -> dict:
-    from lexlm.proj.lm.evaluate import evaluate_run
+    from lexlm.proj.lm.evaluate import evaluate_seeds
     from lexlm.proj.lm.run import load_run
 
     specs = run_specs(c)
@@ -344,7 +425,9 @@ def findings_run(c, wd: store.Workdir, reuse: dict | None = None) -> dict:
         "seq_len": int(c.seq_len),
         "model": c.model.to_dict(),
         "lexinvariant_model": dict(c.lexinvariant_model),
+        "standard_copy_model": dict(c.standard_copy_model),
         "batch_size": int(c.train.batch_size),
+        "train_seeds": int(c.train.get("seeds", 1)),
         "eval_draws": int(c.eval.draws),
         "runs": {},
         "finding1": {},
@@ -362,10 +445,15 @@ def findings_run(c, wd: store.Workdir, reuse: dict | None = None) -> dict:
             emb: {"name": pair[emb]["name"], **run_facts(cfgs[emb], rdirs[emb])}
             for emb in EMBEDDINGS
         }
-        evals = {emb: evaluate_run(rdirs[emb], "test", step[emb]) for emb in EMBEDDINGS}
+        # every trained seed of every run, on the test documents
+        seeds = {emb: evaluate_seeds(rdirs[emb], "test", step[emb]) for emb in EMBEDDINGS}
+        buckets = {
+            emb: bucket_evaluation(c, cfgs[emb], rdirs[emb], step[emb]) for emb in EMBEDDINGS
+        }
         tok = load_run(rdirs["learned"])[1]
         refs = reference_curves(c, wd, cfgs["learned"], tok)
-        findings["finding1"][key] = finding1(c, evals, refs, tok.vocab_size)
+        findings["finding1"][key] = finding1(c, seeds, buckets, refs, tok.vocab_size)
+        # the checkpoint findings read seed 0 of each run
         per_run = {
             emb: checkpoint_findings(c, cfgs[emb], rdirs[emb], step[emb]) for emb in EMBEDDINGS
         }

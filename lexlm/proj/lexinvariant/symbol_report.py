@@ -89,7 +89,12 @@ def render_symbols(f: dict, provenance: dict, figures) -> str:
         f"`s1...sn{rv}` -> `sn...s1`; each row is a few-shot run of one task, instances "
         "separated by eos. Teacher-forced argmax accuracy over the full vocabulary at answer "
         "positions; random-embedding models averaged over draws; all models see the same "
-        "evaluation rows.",
+        "evaluation rows."
+        + (
+            ""
+            if "train_seeds" in f
+            else " Training seeds: one seed; no interval recorded in this finding."
+        ),
         "",
         "### Finding 3: symbols never seen in training",
         "",
