@@ -32,7 +32,11 @@ HAN's single-head additive attention, Lin et al.'s structured self-attention wit
 mean, and the plain masked mean of the BiGRU states (no attention). Every saved step of each
 run is scored on validation only; test is scored once per run, at the step with the best
 validation accuracy, and the better LAMA model and the best baseline are chosen by validation
-accuracy too (test never chooses). Attention parameters are the pooling layer's; "vs MHSA"
+accuracy too (test never chooses). With several training seeds (`train.seeds`, trained in
+one program) each seed picks its own step; test accuracy is the mean over the seeds ± the 95%
+bootstrap interval over test texts, and a LAMA gap states an ordering only when the paired
+bootstrap interval of the difference excludes 0 (else the two are tied at this budget).
+Attention parameters are the pooling layer's; "vs MHSA"
 divides them by those of the multi-head self-attention layer at the same width
 (4 D^2 + 4 D); total parameters are the whole classifier's. The entropy column is the mean
 entropy (nats) of each head's pooling weights over the test texts, against the mean log T of
