@@ -317,7 +317,7 @@ def test_eval_hook_keeps_the_best_step_and_owes_it_after_a_kill(tmp_path, unopti
         assert hook.pending(step)
         hook(step, state, True)
         assert not hook.pending(step)
-        best = fnd.select_on_dev(lama_eval.validation_records(tmp_path))["step"]
+        best = fnd.select_on_dev(lama_eval.validation_records(tmp_path, seeds=1))["step"]
         assert lama_eval.selected_steps_on_disk(tmp_path) == [best]
         if best == step:  # killed before the parameters were kept: owed, and paid again
             lama_eval.selected_path(tmp_path, step).unlink()
@@ -612,3 +612,170 @@ def test_structured_loss_adds_its_penalty(unoptimised_xla):
     assert "penalty" in m1 and "penalty" not in m0
     assert float(loss1 - loss0) == pytest.approx(float(m1["penalty"]), rel=1e-5)
     assert float(m1["penalty"]) > 0
+
+
+# -- seeds and intervals --------------------------------------------------------------------------
+def seeded_row(model: str, validation: float, correct_per_seed, **extra) -> dict:
+    """A findings row as the seeded run writes it, from each seed's 0/1 test correctness."""
+    from lexlm.eval import intervals as iv
+
+    per_seed = [{"step": 5, "validation": validation, "test": float(np.mean(c)),
+                 "correct": list(c)} for c in correct_per_seed]  # fmt: skip
+    tests = [p["test"] for p in per_seed]
+    units = fnd.seed_units(per_seed)
+    return {"model": model, "validation": validation, "test": float(np.mean(tests)), "step": 5,
+            "steps": [5] * len(per_seed), "seeds": per_seed,
+            "test_spread": iv.seed_spread(tests),
+            "interval": iv.bootstrap_interval(iv.mean("correct"), units),
+            "attention_params": 40, "params": 1000, **extra}  # fmt: skip
+
+
+def test_seed_units_average_each_texts_correctness():
+    got = fnd.seed_units([{"correct": [1, 1, 0, 0]}, {"correct": [1, 0, 1, 0]}])
+    np.testing.assert_array_equal(got["correct"], [1.0, 0.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="different units"):
+        fnd.seed_units([{"correct": [1, 0]}, {"correct": [1, 0, 1]}])
+
+
+def test_gap_sentences_order_only_outside_the_interval():
+    """Constructed correctness on 200 test texts: LAMA right on 160, the baseline (chosen on
+    validation over a higher-testing one) on the first 100 of them: +30 points, an ordering;
+    mean pooling right on as many texts as LAMA but shifted by one: 0 points, tied."""
+    n = 200
+    lama = np.r_[np.ones(160, int), np.zeros(40, int)]
+    base = np.r_[np.ones(100, int), np.zeros(100, int)]
+    mean = np.roll(lama, 1)
+    rows = [
+        seeded_row("lama", 0.80, [lama, lama]),
+        seeded_row("additive", 0.50, [np.ones(n, int)] * 2),  # tests higher, validates lower
+        seeded_row("structured", 0.70, [base, base]),
+        seeded_row("mean", 0.60, [mean, mean]),
+    ]
+    cmps = fnd.gap_comparisons(rows)
+    b, m = cmps["baseline"], cmps["mean"]
+    assert (b["a"], b["b"], m["a"], m["b"]) == ("lama", "structured", "lama", "mean")
+    assert b["diff"] == pytest.approx(0.30) and b["verdict"] == "a" and b["lo"] > 0
+    assert m["diff"] == pytest.approx(0.0) and m["verdict"] == "tied"
+    assert m["lo"] < 0 < m["hi"] and b["units"] == n
+    f = {"rows": rows, "sizes": {"test": n}, "width": 4, "heads": 2, "selection": "validation",
+         "comparisons": cmps, "seeds": 2}  # fmt: skip
+    text = "\n".join(report.summary_lines(f))
+    assert (
+        "The better LAMA model (LAMA) against the best baseline (structured self-attention "
+        "(Lin et al.)), both chosen by validation accuracy, in test accuracy points: LAMA is "
+        f"better than structured self-attention (Lin et al.) (difference +30.0 "
+        f"[{100 * b['lo']:+.1f}, {100 * b['hi']:+.1f}], 95% paired bootstrap interval)." in text
+    )
+    assert (
+        "The better LAMA model (LAMA) against mean pooling (no attention), in test accuracy "
+        "points: LAMA and mean pooling (no attention) are tied at this budget (difference +0.0 "
+        f"[{100 * m['lo']:+.1f}, {100 * m['hi']:+.1f}], 95% paired bootstrap interval includes "
+        "0)." in text
+    )
+    assert "minus" not in text  # the old point-gap sentences are for old findings only
+    # a finding whose rows keep no per-text correctness: no comparison, the old sentences
+    assert fnd.gap_comparisons([{"model": "lama", "validation": 0.8, "test": 0.8},
+                                {"model": "mean", "validation": 0.7, "test": 0.7}]) == {
+        "baseline": None, "mean": None}  # fmt: skip
+
+
+def test_table_prints_mean_over_seeds_plus_minus_the_interval_and_the_seed_sd():
+    n = 100
+    ones = np.ones(n, int)
+    seeds = [np.r_[ones[:80], 0 * ones[80:]], np.r_[ones[:82], 0 * ones[82:]],
+             np.r_[ones[:84], 0 * ones[84:]]]  # fmt: skip
+    row = seeded_row("lama", 0.8, seeds)
+    i = row["interval"]
+    assert row["test"] == pytest.approx(0.82) and i["value"] == pytest.approx(0.82)
+    assert i["lo"] < 0.82 < i["hi"]
+    line = report.table([row], 80, {})[2]
+    half = 100 * (i["hi"] - i["lo"]) / 2
+    assert line.startswith(f"| LAMA | 82.0 ± {half:.1f} | 2.0 | 80.0 | 5, 5, 5 | 40 | 0.500 |")
+    assert report.table([row], 80, {})[0].startswith(
+        "| model | test accuracy (%, mean over seeds ± 95% bootstrap over texts) | seed sd |"
+    )
+    f = {"rows": [row], "seeds": 3}
+    assert report.seeds_line(f).startswith("Each model trains 3 seeds in one program")
+    assert "over the 100 test texts of the seed-averaged correctness" in report.seeds_line(f)
+    one = seeded_row("lama", 0.8, seeds[:1])
+    half = 100 * (one["interval"]["hi"] - one["interval"]["lo"]) / 2
+    assert report.table([one], 80, {})[2].startswith(f"| LAMA | 80.0 ± {half:.1f} | - (one seed) |")
+    assert report.seeds_line({"rows": [one], "seeds": 1}) == (
+        "One training seed (3 seeds of this config are too large for the main job's budget); "
+        "± is the 95% bootstrap interval over the 100 test texts."
+    )
+    old = classify_findings()  # an old finding: no per-text correctness
+    assert report.seeds_line(old) == "One seed; no interval recorded in this finding."
+    assert report.table(old["rows"], 80, {})[0].startswith("| model | test accuracy (%) | valid")
+
+
+def test_eval_hook_validates_and_keeps_each_seed_apart(tmp_path, unoptimised_xla):
+    """Two copies stacked on a leading axis: each copy's validation record names its seed,
+    each keeps its own best step's parameters, equal to its slice of the stacked tree."""
+    import types
+
+    import jax
+
+    from lexlm.data.labelled import Encoded
+    from lexlm.nn.classifier import ClassifierConfig
+    from lexlm.proj.lama import evaluate as lama_eval
+    from lexlm.train.classifier_task import make_classifier_task
+
+    cfg = ClassifierConfig(vocab_size=12, classes=2, embed=4, hidden=3, heads=2, mlp_hidden=4)
+    rng = np.random.default_rng(0)
+    enc = Encoded(rng.integers(1, 12, (40, 5)).astype(np.int32),
+                  rng.integers(0, 2, 40).astype(np.int32), 0, 0, 0)  # fmt: skip
+    task = make_classifier_task(cfg)
+    hook = lama_eval.EvalHook(tmp_path, cfg, {"validation": enc}, 16, seeds=2)
+    stacked = {}
+    for step in (2, 4, 6):
+        keys = jax.random.split(jax.random.key(step), 2)
+        stacked[step] = jax.vmap(task.init)(keys)
+        assert hook.pending(step)
+        hook(step, types.SimpleNamespace(params=stacked[step]), True)
+        assert not hook.pending(step)
+    for s in (0, 1):
+        records = lama_eval.validation_records(tmp_path, seed=s, seeds=2)
+        assert [r["step"] for r in records] == [2, 4, 6]
+        params = jax.tree.map(lambda x, s=s: x[s], stacked[6])
+        want = lama_eval.metrics_of(cfg, params, enc, 16, "validation", 6)["accuracy"]
+        assert records[-1]["validation"] == want
+        best = fnd.select_on_dev(records)["step"]
+        assert lama_eval.selected_steps_on_disk(tmp_path, s, 2) == [best]
+    assert not lama_eval.selected_steps_on_disk(tmp_path)  # nothing in the one-seed place
+    assert sorted(p.name for p in (tmp_path / "selected").iterdir()) == ["seed0", "seed1"]
+
+
+def test_seeded_grid_picks_each_seeds_step_and_scores_test_once_per_seed(reference, cache,
+                                                                        tmp_path):  # fmt: skip
+    """``train.seeds = 2`` through the command: copy 0 is the one-seed run (to float
+    tolerance), each copy is validated at every saved step and scored on test once, at its
+    own step, and the row keeps each copy's per-text correctness."""
+    wd = tmp_path / "w"
+    out = eh.run_subprocess([*SMALL, f"--workdir={wd}", "--config.models=lama",
+                             "--config.train.seeds=2"], cache)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    f = eh.findings(wd)
+    (row,) = f["rows"]
+    one = eh.findings(reference)["rows"][0]
+    assert f["seeds"] == 2 and len(row["seeds"]) == 2 and row["steps"][0] == one["step"]
+    first, second = row["seeds"]
+    assert first["validation"] == pytest.approx(one["validation"], abs=2 / 1057)
+    assert sum(a != b for a, b in zip(first["correct"], one["seeds"][0]["correct"])) <= 2
+    assert len(second["correct"]) == 1057 and second["correct"] != first["correct"]
+    assert row["test"] == pytest.approx((first["test"] + second["test"]) / 2)
+    assert row["test_spread"]["n"] == 2 and row["interval"]["units"] == 1057
+    for p in row["seeds"]:
+        assert p["validation"] == max(e["validation"] for e in p["evaluations"])
+        assert p["test"] == pytest.approx(np.mean(p["correct"]))
+    folder = wd / "runs" / "cls_lama"
+    records = [json.loads(p.read_text()) for p in (folder / "evals").iterdir()]
+    seen = sorted((r["identity"]["split"], r["identity"]["train_seed"], r["identity"]["step"])
+                  for r in records)  # fmt: skip
+    assert seen == sorted([("validation", s, st) for s in (0, 1) for st in (2, 4)]
+                          + [("test", s, row["steps"][s]) for s in (0, 1)])  # fmt: skip
+    for s in (0, 1):
+        assert [p.name for p in (folder / "selected" / f"seed{s}").iterdir()] == [
+            f"params-{row['steps'][s]}.msgpack"]  # fmt: skip
+    text = (wd / "report.md").read_text()
+    assert "Each model trains 2 seeds in one program" in text

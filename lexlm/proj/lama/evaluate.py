@@ -11,12 +11,19 @@ only, and keeps the parameters of the best step so far (``selected/params-<step>
 earliest step on ties), so the chosen step stays evaluable when its checkpoint is no longer
 kept. After training, ``selected_step`` picks the step from the validation records alone;
 ``evaluate_run(run_dir, 'test')`` then scores that one step on test, once. Test at another
-step is refused (a one-line ``ConfigError``)::
+step is refused (a one-line ``ConfigError``). The test record keeps each text's correctness
+(``units = {'correct': [0/1 per test text]}``), the units of ``lexlm.eval.intervals``.
 
-    evals = step_evaluations(run_dir, steps)          # [{'step', 'validation'}]
-    chosen = selected_step(run_dir, steps)            # validation only
-    test = evaluate_run(run_dir, "test", chosen)["accuracy"]
-    params = selected_params(run_dir, chosen)         # for attention figures and entropies
+Seeds: a run trained with ``train.seeds`` = S > 1 holds S copies; every function takes
+``seed`` (the copy, 0 .. S - 1; default 0). Each copy is validated at every saved step
+(the settings name the copy: ``train_seed``), keeps its own best parameters
+(``selected/seed<s>/params-<step>.msgpack``) and picks its own step; test is scored once per
+copy, at that copy's step::
+
+    evals = step_evaluations(run_dir, steps, seed=s)  # [{'step', 'validation'}]
+    chosen = selected_step(run_dir, steps, seed=s)    # validation only
+    test = evaluate_run(run_dir, "test", chosen, seed=s)  # {'accuracy', 'units', ...}
+    params = selected_params(run_dir, chosen, seed=s)  # for attention figures and entropies
 """
 
 from __future__ import annotations
@@ -42,18 +49,45 @@ SELECTED_DIR = "selected"
 # What an evaluation's numbers depend on besides the run, split and step (the batch size
 # only pads the last batch with weight-0 rows, so it is not here).
 SETTINGS = {"metric": "accuracy"}
+TEST_SETTINGS = {**SETTINGS, "units": "correct"}  # test keeps each text's 0/1 correctness
+
+
+def run_seeds(run_dir) -> int:
+    """S, the copies a run trained (``train.seeds``; 1 for a run trained before seeds)."""
+    return int(store.load_run_config(run_dir).train.get("seeds", 1))
+
+
+def settings(split: str, seed: int = 0, seeds: int = 1) -> dict:
+    """The settings of an evaluation of copy ``seed`` of a run of ``seeds`` copies on
+    ``split`` (the copy is named only when there are several, so a one-seed run keeps the
+    records it always had)."""
+    out = dict(TEST_SETTINGS if split == TEST_SPLIT else SETTINGS)
+    if seeds > 1:
+        out["train_seed"] = int(seed)
+    return out
+
+
+def check_seed(run_dir, seed: int, seeds: int) -> None:
+    if not 0 <= int(seed) < seeds:
+        raise ConfigError("seed", f"{run_dir} trained seeds 0..{seeds - 1}, got seed {seed}")
+
+
+def correctness(predict: Callable, batches: Iterable[dict]) -> np.ndarray:
+    """Each real text's 0/1 correctness under ``predict(tokens) -> class ids``, in order
+    (weight-0 rows are filler and left out)."""
+    out = []
+    for batch in batches:
+        pred = np.asarray(predict(batch["tokens"]))
+        real = np.asarray(batch["weight"]) > 0
+        out.append((pred == np.asarray(batch["label"]))[real].astype(np.int8))
+    return np.concatenate(out) if out else np.zeros(0, np.int8)
 
 
 def accuracy(predict: Callable, batches: Iterable[dict]) -> tuple[float, int]:
     """(accuracy, examples) of ``predict(tokens) -> class ids`` over weighted batches
     (weight-0 rows are filler and not counted)."""
-    correct = total = 0.0
-    for batch in batches:
-        pred = np.asarray(predict(batch["tokens"]))
-        w = np.asarray(batch["weight"])
-        correct += float(np.sum((pred == np.asarray(batch["label"])) * w))
-        total += float(np.sum(w))
-    return (correct / total if total else float("nan")), int(total)
+    correct = correctness(predict, batches)
+    return (float(np.mean(correct)) if correct.size else float("nan")), int(correct.size)
 
 
 @functools.lru_cache(maxsize=16)
@@ -71,17 +105,25 @@ def predict_function(model_cfg):
     return predict
 
 
-def metrics_of(model_cfg, params, enc, batch_size: int, split: str, step: int) -> dict:
+def metrics_of(model_cfg, params, enc, batch_size: int, split: str, step: int,
+               units: bool = False) -> dict:  # fmt: skip
+    """``{'split', 'step', 'accuracy', 'examples'}``, and with ``units`` each text's 0/1
+    correctness as ``units = {'correct': [...]}``."""
     from lexlm.data.labelled import eval_batches
 
     predict = predict_function(model_cfg)
-    acc, n = accuracy(lambda t: predict(params, t), eval_batches(enc, batch_size))
-    return {"split": split, "step": int(step), "accuracy": acc, "examples": n}
+    correct = correctness(lambda t: predict(params, t), eval_batches(enc, batch_size))
+    acc = float(np.mean(correct)) if correct.size else float("nan")
+    out = {"split": split, "step": int(step), "accuracy": acc, "examples": int(correct.size)}
+    if units:
+        out["units"] = {"correct": correct.tolist()}
+    return out
 
 
-def has_evaluation(run_dir, split: str, step: int) -> bool:
-    """Whether ``run_dir/evals`` holds this run's evaluation of ``step`` on ``split``."""
-    want = ident.flatten(SETTINGS)
+def has_evaluation(run_dir, split: str, step: int, seed: int = 0, seeds: int = 1) -> bool:
+    """Whether ``run_dir/evals`` holds this run's evaluation of ``step`` on ``split`` (of
+    copy ``seed`` of ``seeds``)."""
+    want = ident.flatten(settings(split, seed, seeds))
     for record in store.saved_evaluations(run_dir, split):
         key = record["identity"]
         if key["step"] == int(step) and all(key.get(k) == v for k, v in want.items()):
@@ -89,10 +131,14 @@ def has_evaluation(run_dir, split: str, step: int) -> bool:
     return False
 
 
-def validation_records(run_dir, steps: Sequence[int] | None = None) -> list[dict]:
+def validation_records(
+    run_dir, steps: Sequence[int] | None = None, seed: int = 0, seeds: int | None = None
+) -> list[dict]:
     """``[{'step', 'validation'}]`` from the saved validation evaluations of ``run_dir`` (only
-    ``steps`` if given), by step. Reads no test record."""
-    want = ident.flatten(SETTINGS)
+    ``steps`` if given; copy ``seed`` of a run of ``seeds``, default the run's), by step.
+    Reads no test record."""
+    seeds = run_seeds(run_dir) if seeds is None else seeds
+    want = ident.flatten(settings(SELECT_SPLIT, seed, seeds))
     keep = None if steps is None else {int(s) for s in steps}
     out = {}
     for record in store.saved_evaluations(run_dir, SELECT_SPLIT):
@@ -109,37 +155,48 @@ def chosen_step(records: Sequence[dict]) -> int | None:
     return select_on_dev(records)["step"] if records else None
 
 
-def selected_path(run_dir, step: int):
-    return as_path(run_dir) / SELECTED_DIR / f"params-{int(step)}.msgpack"
-
-
-def selected_steps_on_disk(run_dir) -> list[int]:
+def selected_folder(run_dir, seed: int = 0, seeds: int = 1):
+    """Where the chosen parameters of copy ``seed`` are kept: ``selected/`` for a one-seed
+    run, ``selected/seed<s>/`` for each copy of a seed-batched one."""
     folder = as_path(run_dir) / SELECTED_DIR
+    return folder / f"seed{int(seed)}" if seeds > 1 else folder
+
+
+def selected_path(run_dir, step: int, seed: int = 0, seeds: int = 1):
+    return selected_folder(run_dir, seed, seeds) / f"params-{int(step)}.msgpack"
+
+
+def selected_steps_on_disk(run_dir, seed: int = 0, seeds: int = 1) -> list[int]:
+    folder = selected_folder(run_dir, seed, seeds)
     if not folder.is_dir():
         return []
     return sorted(int(p.name[len("params-") : -len(".msgpack")]) for p in folder.glob("params-*")
                   if TMP_MARK not in p.name and p.name.endswith(".msgpack"))  # fmt: skip
 
 
-def save_selected(run_dir, step: int, params) -> None:
-    """Writes the parameters of ``step`` as the run's selected ones and removes the others."""
+def save_selected(run_dir, step: int, params, seed: int = 0, seeds: int = 1) -> None:
+    """Writes the parameters of ``step`` as copy ``seed``'s selected ones and removes its
+    others."""
     from flax import serialization
 
     if not store.is_writer():
         return
-    write_bytes(selected_path(run_dir, step), serialization.to_bytes(jax.device_get(params)))
-    for other in selected_steps_on_disk(run_dir):
+    path = selected_path(run_dir, step, seed, seeds)
+    write_bytes(path, serialization.to_bytes(jax.device_get(params)))
+    for other in selected_steps_on_disk(run_dir, seed, seeds):
         if other != int(step):
-            selected_path(run_dir, other).unlink()
+            selected_path(run_dir, other, seed, seeds).unlink()
 
 
-def selected_params(run_dir, step: int):
-    """The parameters of the chosen ``step``: those kept in ``selected/``, else its checkpoint
-    if still kept (a run trained before parameters were kept); a ``CheckpointError`` if
-    neither is there."""
+def selected_params(run_dir, step: int, seed: int = 0):
+    """The parameters of copy ``seed`` at its chosen ``step``: those kept in ``selected/``,
+    else its checkpoint if still kept (a run trained before parameters were kept); a
+    ``CheckpointError`` if neither is there."""
     from flax import serialization
 
-    path = selected_path(run_dir, step)
+    seeds = run_seeds(run_dir)
+    check_seed(run_dir, seed, seeds)
+    path = selected_path(run_dir, step, seed, seeds)
     if path.exists():
         return serialization.msgpack_restore(path.read_bytes())
     from lexlm.train.checkpoint import Checkpointer
@@ -155,58 +212,67 @@ def selected_params(run_dir, step: int):
             "chosen on validation (a run trained before chosen parameters were kept): train it "
             "into a fresh --workdir"
         )
-    return restore(run_dir, step)[2]
+    return restore(run_dir, step, seed)[2]
 
 
-def selected_step(run_dir, steps: Sequence[int] | None = None) -> int:
-    """The step chosen on validation among ``steps`` (default: every validated step), from
-    the validation records alone; a ``CheckpointError`` when no step was validated."""
-    step = chosen_step(validation_records(run_dir, steps))
+def selected_step(run_dir, steps: Sequence[int] | None = None, seed: int = 0) -> int:
+    """The step copy ``seed`` chose on validation among ``steps`` (default: every validated
+    step), from the validation records alone; a ``CheckpointError`` when no step was
+    validated."""
+    step = chosen_step(validation_records(run_dir, steps, seed))
     if step is None:
-        raise CheckpointError(f"{run_dir} has no validation evaluation to choose a step by")
+        raise CheckpointError(f"{run_dir} has no validation evaluation to choose a step by"
+                              + (f" (seed {seed})" if seed else ""))  # fmt: skip
     return step
 
 
 class EvalHook:
-    """The training hook: at every saved step, accuracy on validation from the live parameters
-    into ``store.evaluation``, and the parameters kept when that step is the best so far.
-    ``pending(step)`` tells the trainer that a step it resumes from still owes its evaluation
-    or its kept parameters (a kill between the save and this hook). Test is never scored
-    here."""
+    """The training hook: at every saved step, each copy's accuracy on validation from the
+    live parameters into ``store.evaluation``, and a copy's parameters kept when that step is
+    its best so far. ``pending(step)`` tells the trainer that a step it resumes from still
+    owes an evaluation or kept parameters (a kill between the save and this hook). Test is
+    never scored here. ``seeds``: the copies the run trains (``train.seeds``)."""
 
-    def __init__(self, run_dir, model_cfg, enc: dict, batch_size: int):
-        self.run_dir, self.model_cfg, self.enc, self.batch_size = (
-            run_dir,
-            model_cfg,
-            enc,
-            batch_size,
-        )
+    def __init__(self, run_dir, model_cfg, enc: dict, batch_size: int, seeds: int = 1):
+        self.run_dir, self.model_cfg, self.enc = run_dir, model_cfg, enc
+        self.batch_size, self.seeds = batch_size, int(seeds)
 
-    def _best_so_far(self, step: int) -> int | None:
-        return chosen_step([r for r in validation_records(self.run_dir) if r["step"] <= step])
+    def _best_so_far(self, step: int, seed: int) -> int | None:
+        records = validation_records(self.run_dir, seed=seed, seeds=self.seeds)
+        return chosen_step([r for r in records if r["step"] <= step])
+
+    def _owes(self, step: int, seed: int) -> bool:
+        if not has_evaluation(self.run_dir, SELECT_SPLIT, step, seed, self.seeds):
+            return True
+        kept = selected_path(self.run_dir, step, seed, self.seeds).exists()
+        return self._best_so_far(step, seed) == step and not kept
 
     def pending(self, step: int) -> bool:
-        if not has_evaluation(self.run_dir, SELECT_SPLIT, step):
-            return True
-        return self._best_so_far(step) == step and not selected_path(self.run_dir, step).exists()
+        return any(self._owes(step, s) for s in range(self.seeds))
 
     def __call__(self, step: int, state, saved: bool) -> None:
+        from lexlm.train.seeds import seed_params
+
         if not saved:
             return
         params: list = []  # fetched from the devices once
 
-        def fetch():
+        def fetch(seed: int):
             if not params:
                 params.append(jax.device_get(state.params))
-            return params[0]
+            return seed_params(params[0], seed if self.seeds > 1 else None, self.seeds)
 
-        def compute():
-            return metrics_of(self.model_cfg, fetch(), self.enc[SELECT_SPLIT], self.batch_size,
-                              SELECT_SPLIT, step)  # fmt: skip
+        for s in range(self.seeds):
 
-        store.evaluation(self.run_dir, SELECT_SPLIT, step, SETTINGS, compute)
-        if self._best_so_far(step) == step and not selected_path(self.run_dir, step).exists():
-            save_selected(self.run_dir, step, fetch())
+            def compute(s=s):
+                return metrics_of(self.model_cfg, fetch(s), self.enc[SELECT_SPLIT],
+                                  self.batch_size, SELECT_SPLIT, step)  # fmt: skip
+
+            store.evaluation(self.run_dir, SELECT_SPLIT, step,
+                             settings(SELECT_SPLIT, s, self.seeds), compute)  # fmt: skip
+            path = selected_path(self.run_dir, step, s, self.seeds)
+            if self._best_so_far(step, s) == step and not path.exists():
+                save_selected(self.run_dir, step, fetch(s), s, self.seeds)
 
 
 def check_inputs(cfg, run_dir) -> None:
@@ -222,18 +288,22 @@ def check_inputs(cfg, run_dir) -> None:
         )
 
 
-def restore(run_dir, step: int | None):
-    """(config, model config, params, step) of a classifier run's step ``step``: its kept
-    selected parameters if it is the chosen step, else its checkpoint."""
+def restore(run_dir, step: int | None, seed: int = 0):
+    """(config, model config, params, step) of copy ``seed`` of a classifier run at step
+    ``step``: its kept selected parameters if it is the copy's chosen step, else its
+    checkpoint."""
     from lexlm.eval import restore_params
     from lexlm.train.classifier_task import make_classifier_task
 
     cfg = store.load_run_config(run_dir)
+    seeds = int(cfg.train.get("seeds", 1))
+    check_seed(run_dir, seed, seeds)
     model_cfg = run_model_config(cfg)
-    if step is not None and selected_path(run_dir, step).exists():
-        return cfg, model_cfg, selected_params(run_dir, step), int(step)
+    if step is not None and selected_path(run_dir, step, seed, seeds).exists():
+        return cfg, model_cfg, selected_params(run_dir, step, seed), int(step)
     task = make_classifier_task(model_cfg)
-    params, restored, _ = restore_params(task, cfg.train, run_dir, step)
+    index = seed if seeds > 1 else None
+    params, restored, _ = restore_params(task, cfg.train, run_dir, step, seed=index)
     return cfg, model_cfg, jax.device_get(params), restored
 
 
@@ -249,17 +319,20 @@ def encoded_split(cfg, run_dir, split: str):
     return encode_splits(cfg, {split: data.splits[split]}, vocab)[split]
 
 
-def evaluate_run(run_dir, split: str | None = None, step: int | None = None) -> dict:
-    """Accuracy of ``step`` on ``split`` (default: the run's ``eval.split``, validation):
-    ``{'split', 'step', 'accuracy', 'examples'}``. ``step`` defaults to the newest checkpoint,
-    and for test to the step chosen on validation, the only step test is scored at."""
+def evaluate_run(run_dir, split: str | None = None, step: int | None = None, seed: int = 0) -> dict:
+    """Accuracy of copy ``seed`` (default 0) at ``step`` on ``split`` (default: the run's
+    ``eval.split``, validation): ``{'split', 'step', 'accuracy', 'examples'}``, and on test
+    each text's correctness (``units``). ``step`` defaults to the newest checkpoint, and for
+    test to the step the copy chose on validation, the only step test is scored at."""
     run_dir = as_path(run_dir)
     cfg = store.load_run_config(run_dir)
+    seeds = int(cfg.train.get("seeds", 1))
+    check_seed(run_dir, seed, seeds)
     split = split or str(cfg.eval.split)
     if split not in SPLITS:
         raise ConfigError("split", f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
     if split == TEST_SPLIT:
-        chosen = selected_step(run_dir)
+        chosen = selected_step(run_dir, seed=seed)
         if step is not None and int(step) != chosen:
             raise ConfigError("step", f"{run_dir}: test is scored only at the step chosen on "
                                       f"validation (step {chosen}), got step {step}")  # fmt: skip
@@ -269,15 +342,18 @@ def evaluate_run(run_dir, split: str | None = None, step: int | None = None) -> 
         raise CheckpointError(f"{run_dir} has no checkpoint to evaluate")
 
     def compute():
-        _, model_cfg, params, restored = restore(run_dir, step)
+        _, model_cfg, params, restored = restore(run_dir, step, seed)
         enc = encoded_split(cfg, run_dir, split)
-        return metrics_of(model_cfg, params, enc, int(cfg.eval.batch_size), split, restored)
+        return metrics_of(model_cfg, params, enc, int(cfg.eval.batch_size), split, restored,
+                          units=split == TEST_SPLIT)  # fmt: skip
 
-    return store.evaluation(run_dir, split, step, SETTINGS, compute)
+    return store.evaluation(run_dir, split, step, settings(split, seed, seeds), compute)
 
 
-def step_evaluations(run_dir, steps: Sequence[int]) -> list[dict]:
-    """``[{'step', 'validation'}]`` accuracies of ``steps``, from the saved evaluations (a
-    missing one is computed from its checkpoint, if that is still kept). Test is not read."""
-    return [{"step": int(step), SELECT_SPLIT: evaluate_run(run_dir, SELECT_SPLIT, step)["accuracy"]}
+def step_evaluations(run_dir, steps: Sequence[int], seed: int = 0) -> list[dict]:
+    """``[{'step', 'validation'}]`` accuracies of copy ``seed`` at ``steps``, from the saved
+    evaluations (a missing one is computed from its checkpoint, if that is still kept). Test
+    is not read."""
+    return [{"step": int(step),
+             SELECT_SPLIT: evaluate_run(run_dir, SELECT_SPLIT, step, seed)["accuracy"]}
             for step in steps]  # fmt: skip

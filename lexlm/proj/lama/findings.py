@@ -6,6 +6,8 @@ on one token's weight, and the entropy of attention weights against log T.
 
     chosen = select_on_dev(evals)                     # reads only 'validation' and 'step'
     gap, baseline = lama_gap(rows)                    # test read for the two chosen rows
+    units = seed_units(row["seeds"])                  # {'correct': seed-averaged per text}
+    cmp = gap_comparisons(rows)                       # {'baseline': ..., 'mean': ...}
     costs = scoring_costs(width=128, heads=8)         # parameters and FLOPs per token
     max_weight(20)                                    # one token's largest LAMA weight
     attention_entropy(weights, lengths)               # {'entropy', 'log_t', 'texts'}
@@ -56,6 +58,43 @@ def lama_gap(rows: Sequence[dict]) -> tuple[float | None, str | None]:
     if best_lama is None or best is None:
         return None, None
     return 100 * (best_lama["test"] - best["test"]), best["model"]
+
+
+def seed_units(per_seed: Sequence[dict]) -> dict[str, np.ndarray]:
+    """The test texts' correctness averaged over the copies: ``{'correct': [n]}`` from each
+    copy's 0/1 ``correct`` list (``intervals.mean_over_seeds``)."""
+    from lexlm.eval import intervals as iv
+
+    return iv.mean_over_seeds([{"correct": p["correct"]} for p in per_seed])
+
+
+def compare_rows(a: dict, b: dict) -> dict | None:
+    """The paired bootstrap over test texts of row ``a``'s accuracy minus row ``b``'s, from
+    their seed-averaged correctness (``intervals.compare`` with ``mean('correct')``), with the
+    models' names: ``{'a', 'b', 'a_value', 'b_value', 'diff', 'lo', 'hi', ..., 'verdict'}``
+    (verdict 'a' | 'b' | 'tied'); None when either row keeps no per-text correctness."""
+    from lexlm.eval import intervals as iv
+
+    if "seeds" not in a or "seeds" not in b:
+        return None
+    d = iv.compare(iv.mean("correct"), seed_units(a["seeds"]), seed_units(b["seeds"]))
+    values = {"a_value": d.pop("a"), "b_value": d.pop("b")}
+    return {"a": a["model"], "b": b["model"], **values, **d,
+            "verdict": iv.ordered(d, lower_is_better=False)}  # fmt: skip
+
+
+def gap_comparisons(rows: Sequence[dict]) -> dict:
+    """The better LAMA model (chosen on validation) against the best attention baseline
+    (chosen on validation) and against mean pooling, each a ``compare_rows`` (None where a
+    side is missing or keeps no per-text correctness): ``{'baseline': ..., 'mean': ...}``.
+    Test is read for the chosen rows only."""
+    best_lama = best_on_dev([r for r in rows if r["model"] in LAMA_MODELS])
+    best = best_on_dev([r for r in rows if r["model"] not in LAMA_MODELS + CONTROLS])
+    mean = next((r for r in rows if r["model"] == "mean"), None)
+    out = {}
+    for key, other in (("baseline", best), ("mean", mean)):
+        out[key] = None if best_lama is None or other is None else compare_rows(best_lama, other)
+    return out
 
 
 def control_gap(rows: Sequence[dict], control: str = "mean") -> float | None:

@@ -32,7 +32,11 @@ HAN's single-head additive attention, Lin et al.'s structured self-attention wit
 mean, and the plain masked mean of the BiGRU states (no attention). Every saved step of each
 run is scored on validation only; test is scored once per run, at the step with the best
 validation accuracy, and the better LAMA model and the best baseline are chosen by validation
-accuracy too (test never chooses). Attention parameters are the pooling layer's; "vs MHSA"
+accuracy too (test never chooses). With several training seeds (`train.seeds`, trained in
+one program) each seed picks its own step; test accuracy is the mean over the seeds ± the 95%
+bootstrap interval over test texts, and a LAMA gap states an ordering only when the paired
+bootstrap interval of the difference excludes 0 (else the two are tied at this budget).
+Attention parameters are the pooling layer's; "vs MHSA"
 divides them by those of the multi-head self-attention layer at the same width
 (4 D^2 + 4 D); total parameters are the whole classifier's. The entropy column is the mean
 entropy (nats) of each head's pooling weights over the test texts, against the mean log T of
@@ -170,25 +174,68 @@ def entropy_cell(r: dict) -> str:
     return f"{e['entropy']:.2f} / {e['log_t']:.2f}"
 
 
+def test_cell(r: dict) -> str:
+    """Test accuracy in %: the mean over seeds ± the half-width of its 95% bootstrap interval
+    over test texts when recorded, else the bare value."""
+    from lexlm.eval.intervals import plus_minus
+
+    i = r.get("interval")
+    if not i:
+        return f"{100 * r['test']:.1f}"
+    return plus_minus(100 * r["test"], 100 * i["lo"], 100 * i["hi"], 1)
+
+
+def sd_cell(r: dict) -> str:
+    s = r.get("test_spread")
+    return f"{100 * s['sd']:.1f}" if s and s["n"] > 1 else "- (one seed)"
+
+
+def steps_cell(r: dict) -> str:
+    return ", ".join(str(s) for s in r.get("steps", [r["step"]]))
+
+
 def table(rows: Sequence[dict], standard_attention_params: int, provenance: dict) -> list[str]:
-    """Markdown rows: model, test / validation accuracy (selected step), attention parameters
-    (and their ratio to multi-head self-attention's at the same width), total parameters,
-    attention entropy against log T ('-' where not recorded), step time."""
-    lines = [
-        "| model | test accuracy (%) | validation accuracy (%) | selected step | attention "
-        "parameters | vs MHSA | total parameters | entropy / log T (nats) | step time (ms) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    """Markdown rows: model, test accuracy (mean over seeds ± its 95% bootstrap interval over
+    test texts, and the seeds' sd, where recorded), validation accuracy and the step each seed
+    chose, attention parameters (and their ratio to multi-head self-attention's at the same
+    width), total parameters, attention entropy against log T ('-' where not recorded), step
+    time."""
+    seeded = all("interval" in r for r in rows)
+    head = (["test accuracy (%, mean over seeds ± 95% bootstrap over texts)", "seed sd"]
+            if seeded else ["test accuracy (%)"])  # fmt: skip
+    head += ["validation accuracy (%)", "selected step", "attention parameters", "vs MHSA",
+             "total parameters", "entropy / log T (nats)", "step time (ms)"]  # fmt: skip
+    lines = ["| model | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
     for r in rows:
         ratio = r["attention_params"] / standard_attention_params
         t = step_time(provenance, r["model"])
+        test = f"{test_cell(r)} | {sd_cell(r)}" if seeded else test_cell(r)
         lines.append(
-            f"| {NAMES.get(r['model'], r['model'])} | {100 * r['test']:.1f} | "
-            f"{100 * r['validation']:.1f} | {r['step']} | {r['attention_params']:,} | "
+            f"| {NAMES.get(r['model'], r['model'])} | {test} | "
+            f"{100 * r['validation']:.1f} | {steps_cell(r)} | {r['attention_params']:,} | "
             f"{ratio:.3f} | {r['params']:,} | {entropy_cell(r)} | "
             f"{'-' if t is None else f'{1e3 * t:.1f}'} |"
         )
     return lines
+
+
+def seeds_line(f: dict) -> str:
+    """How many seeds the table averages and what its ± is; an old finding says it has one
+    seed and no interval."""
+    rows = f["rows"]
+    if not all("interval" in r for r in rows):
+        return "One seed; no interval recorded in this finding."
+    n, seeds = rows[0]["interval"]["units"], int(f.get("seeds", 1))
+    over = f"the 95% bootstrap interval over the {n:,} test texts"
+    if seeds == 1:
+        return (f"One training seed (3 seeds of this config are too large for the main job's "
+                f"budget); ± is {over}.")  # fmt: skip
+    return (
+        f"Each model trains {seeds} seeds in one program (`train.seeds`), each seed taking its "
+        f"own validation-chosen step (listed per seed); test accuracy is the mean over the "
+        f"seeds ± {over} of the seed-averaged correctness, and seed sd the seeds' standard "
+        "deviation in points."
+    )
 
 
 def dataset_name(f: dict) -> str:
@@ -231,6 +278,7 @@ def render_classify(f: dict, provenance: dict, figures) -> str:
         "",
         *table(rows, f["mhsa_params"], provenance),
         "",
+        seeds_line(f),
     ]
     lines += summary_lines(f)
     if any(step_time(provenance, r["model"]) is not None for r in rows):
@@ -242,6 +290,8 @@ def render_classify(f: dict, provenance: dict, figures) -> str:
     path = figures.save("validation_accuracy.png", plot_validation(rows))
     lines += [f"![validation accuracy by step]({path})", ""]
     when = "the step validation chose" if f.get("selection") == "validation" else "the final step"
+    if int(f.get("seeds", 1)) > 1:
+        when = f"seed 0, {when}"
     for model, ex in f["attention"].items():
         png = plot_attention(ex["tokens"], ex["weights"], f"{name(model)}: attention of each head")
         path = figures.save(f"attention_{model}.png", png)
@@ -278,15 +328,29 @@ def summary_lines(f: dict) -> list[str]:
         + f". Their test accuracies span {100 * (max(tests) - min(tests)):.1f} points; one "
         f"point is {sizes['test'] / 100:.0f} of the {sizes['test']:,} test texts."
     )
+    cmps = f.get("comparisons") or {}
     gap, baseline = fnd.lama_gap(rows)
-    if gap is not None:
+    if cmps.get("baseline"):
+        c = cmps["baseline"]
+        out.append(
+            f"The better LAMA model ({name(c['a'])}) against the best baseline "
+            f"({name(c['b'])}), both chosen by validation accuracy, in test accuracy points: "
+            f"{gap_sentence(c)}."
+        )
+    elif gap is not None:
         out.append(
             f"The better LAMA model minus the best baseline ({name(baseline)}): {gap:+.1f} test "
             "accuracy points (each model at its validation-chosen step; the better LAMA model "
             "and the best baseline are chosen by validation accuracy too)."
         )
     mean_gap = fnd.control_gap(rows, "mean")
-    if mean_gap is not None:
+    if cmps.get("mean"):
+        c = cmps["mean"]
+        out.append(
+            f"The better LAMA model ({name(c['a'])}) against mean pooling (no attention), in "
+            f"test accuracy points: {gap_sentence(c)}."
+        )
+    elif mean_gap is not None:
         out.append(
             f"The better LAMA model minus mean pooling (no attention): {mean_gap:+.1f} test "
             "accuracy points."
@@ -297,14 +361,24 @@ def summary_lines(f: dict) -> list[str]:
     if lama is not None:
         out += lama_cost_lines(f, rows, lama)
     if any(r.get("entropy") for r in rows):
+        seed0 = ", seed 0" if int(f.get("seeds", 1)) > 1 else ""
         out.append(
-            "Attention entropy against log T (mean over the test texts, nats): "
+            f"Attention entropy against log T (mean over the test texts, nats{seed0}): "
             + ", ".join(f"{name(r['model'])} {entropy_cell(r)}" for r in rows if r.get("entropy"))
             + "; entropy equal to log T is uniform weighting."
         )
     else:
         out.append(f"Attention entropy against log T: {NOT_RECORDED}.")
     return out
+
+
+def gap_sentence(c: dict) -> str:
+    """A comparison of two models' test accuracy (``findings.compare_rows``) in points: an
+    ordering only where its paired interval excludes 0, else tied at this budget."""
+    from lexlm.eval.intervals import ordering_sentence
+
+    points = {**c, **{k: 100 * c[k] for k in ("diff", "lo", "hi")}}
+    return ordering_sentence(name(c["a"]), name(c["b"]), points, lower_is_better=False, digits=1)
 
 
 def lama_cost_lines(f: dict, rows: Sequence[dict], lama: dict) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -192,22 +193,30 @@ def encode_splits(cfg, splits, vocab) -> dict:
 
 
 def train_classifier(cfg, run_dir, enc: dict, vocab):
-    """Trains (or resumes) one classifier run; every saved step is evaluated on validation
-    (``EvalHook``, also for the step it resumes from if that evaluation is missing) and the
-    best step's parameters kept. Test is not scored here.
+    """Trains (or resumes) one classifier run of ``train.seeds`` copies (copy s: init seed
+    ``train.seed + s``, data order ``data.seed + s``); every saved step is evaluated on
+    validation for each copy (``EvalHook``, also for the step it resumes from if that
+    evaluation is missing) and each copy's best step's parameters kept. Test is not scored
+    here.
     ``enc``: the encoded splits; ``vocab``: the vocabulary they were encoded with."""
     from lexlm.data.labelled import ClassBatches
     from lexlm.proj.lama.evaluate import EvalHook
     from lexlm.train import train
     from lexlm.train.classifier_task import make_classifier_task
+    from lexlm.train.seeds import seed_batches
 
     run_dir = as_path(run_dir)
     store.open_run(run_dir, cfg, run_inputs(cfg))
     vocab_for(cfg, run_dir, vocab)
     model_cfg = run_model_config(cfg)
     hosts = (jax.process_index(), jax.process_count())
-    batches = ClassBatches(enc["train"], int(cfg.train.batch_size), int(cfg.data.seed), hosts)
-    hook = EvalHook(run_dir, model_cfg, enc, int(cfg.eval.batch_size))
+    seeds = int(cfg.train.get("seeds", 1))
+
+    def make(seed: int):  # copy s draws its data order from data.seed + s
+        return ClassBatches(enc["train"], int(cfg.train.batch_size), seed, hosts)
+
+    batches = seed_batches(make, seeds, int(cfg.data.seed))
+    hook = EvalHook(run_dir, model_cfg, enc, int(cfg.eval.batch_size), seeds)
     task = make_classifier_task(model_cfg, run_dir.name)
     result = train(cfg.train, task, batches, run_dir, hooks=[hook])
     if result.stopped_by != "steps":
@@ -260,10 +269,50 @@ def attention_examples(model_cfg, params, texts, vocab, max_len: int) -> dict:
     return out
 
 
+def model_row(run_dir, name: str, steps: Sequence[int], seeds: int) -> tuple[dict, object]:
+    """One model's findings row from its run, and copy 0's parameters at its chosen step.
+
+    Each copy picks its step on validation alone; test is then scored once per copy, at that
+    step. The row: ``step`` (copy 0's), ``steps`` (each copy's), ``validation`` and ``test``
+    (means over the copies of each one's accuracy at its step), ``evaluations`` (validation at
+    every saved step, averaged over the copies: the figure), ``seeds`` (per copy: step,
+    validation, test, its evaluations and each test text's 0/1 ``correct``), ``test_spread``
+    (``intervals.seed_spread`` of the copies' test accuracies) and ``interval`` (the 95%
+    bootstrap interval over test texts of the seed-averaged correctness)."""
+    from lexlm.eval import intervals as iv
+    from lexlm.proj.lama import evaluate as lama_eval
+    from lexlm.proj.lama import findings as fnd
+
+    per_seed = []
+    for s in range(seeds):
+        evals = lama_eval.step_evaluations(run_dir, steps, seed=s)
+        chosen = fnd.select_on_dev(evals)
+        test = lama_eval.evaluate_run(run_dir, lama_eval.TEST_SPLIT, chosen["step"], seed=s)
+        per_seed.append({"step": chosen["step"], "validation": chosen["validation"],
+                         "test": test["accuracy"], "evaluations": evals,
+                         "correct": [int(x) for x in test["units"]["correct"]]})  # fmt: skip
+    units = fnd.seed_units(per_seed)
+    curve = [{"step": e["step"],
+              "validation": float(np.mean([p["evaluations"][i]["validation"] for p in per_seed]))}
+             for i, e in enumerate(per_seed[0]["evaluations"])]  # fmt: skip
+    row = {
+        "model": name,
+        "step": per_seed[0]["step"],
+        "steps": [p["step"] for p in per_seed],
+        "validation": float(np.mean([p["validation"] for p in per_seed])),
+        "test": float(np.mean([p["test"] for p in per_seed])),
+        "evaluations": curve,
+        "seeds": per_seed,
+        "test_spread": iv.seed_spread([p["test"] for p in per_seed]),
+        "interval": iv.bootstrap_interval(iv.mean("correct"), units),
+    }
+    params = lama_eval.selected_params(run_dir, per_seed[0]["step"], seed=0)
+    return row, params
+
+
 def run_classify(c, wd: store.Workdir) -> dict:
     from lexlm.data import labelled
     from lexlm.nn.pooling import self_attention_param_count
-    from lexlm.proj.lama import evaluate as lama_eval
     from lexlm.proj.lama import findings as fnd
 
     names = checks.names(c.models, POOLINGS, "models")
@@ -290,30 +339,23 @@ def run_classify(c, wd: store.Workdir) -> dict:
             ]
             wd.timings[f"cls_{name}"] = {"train_s": round(time.perf_counter() - t0, 1),
                                          "step_s": 1.0 / float(np.median(rates))}  # fmt: skip
-        # the step is chosen on validation alone; only then is test scored, once, at it
-        steps = saved_steps(c.train)
-        evals = lama_eval.step_evaluations(run_dir, steps)
-        chosen = fnd.select_on_dev(evals)
-        test = lama_eval.evaluate_run(run_dir, lama_eval.TEST_SPLIT, chosen["step"])
-        params = lama_eval.selected_params(run_dir, chosen["step"])
+        # each copy's step is chosen on validation alone; only then is test scored, once, at it
+        row, params = model_row(run_dir, name, saved_steps(c.train), int(c.train.get("seeds", 1)))
         model_cfg = run_model_config(cfg)
         weights, lengths = attention_weights(model_cfg, params, enc["test"],
                                              int(c.eval.batch_size))  # fmt: skip
-        rows.append({
-            "model": name,
-            "step": chosen["step"],
-            "validation": chosen["validation"],
-            "test": test["accuracy"],
+        row.update({
             "attention_params": int(model_cfg.attention_param_count()),
             "params": int(model_cfg.param_count()),
-            "entropy": fnd.attention_entropy(weights, lengths),
-            "evaluations": evals,
+            "entropy": fnd.attention_entropy(weights, lengths),  # copy 0, at its chosen step
         })  # fmt: skip
+        rows.append(row)
         if name in ATTENTION_MODELS and int(c.examples):
             texts = data.splits["test"].texts[: int(c.examples)]
             attention[name] = attention_examples(model_cfg, params, texts, vocab,
                                                  int(c.text.max_len))  # fmt: skip
     gap, baseline = fnd.lama_gap(rows)
+    comparisons = fnd.gap_comparisons(rows)
     width = 2 * int(c.model.hidden)
     costs = fnd.scoring_costs(width, int(c.model.heads), bool(c.model.key_mlp))
     return {
@@ -341,6 +383,9 @@ def run_classify(c, wd: store.Workdir) -> dict:
         "lama_gap": gap,
         "best_baseline": baseline,
         "mean_gap": fnd.control_gap(rows, "mean"),
+        # paired bootstrap over test texts of the seed-averaged correctness (None: no pair)
+        "comparisons": comparisons,
+        "seeds": int(c.train.get("seeds", 1)),
         "attention": attention,
         "steps": int(c.train.steps),
         "batch_size": int(c.train.batch_size),
