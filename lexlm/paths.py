@@ -63,8 +63,34 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def _scalar(x: Any) -> bool:
+    return x is None or isinstance(x, (bool, int, float, str))
+
+
+def dumps_compact(value: Any, indent: int = 1, level: int = 0) -> str:
+    """JSON like ``json.dumps(value, indent=indent)``, except that a list of scalars (per-unit
+    test results: thousands of 0/1 or per-document bits) stays on one line."""
+    pad, inner = " " * (indent * level), " " * (indent * (level + 1))
+    if isinstance(value, (list, tuple)):
+        if not value or all(_scalar(x) for x in value):
+            return json.dumps(list(value), allow_nan=True)
+        items = [inner + dumps_compact(x, indent, level + 1) for x in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [
+            f"{inner}{json.dumps(str(k))}: {dumps_compact(v, indent, level + 1)}"
+            for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    return json.dumps(value, allow_nan=True)
+
+
 def write_json(path: str | os.PathLike, value: Any, indent: int | None = 1) -> None:
-    write_text(path, json.dumps(value, indent=indent, allow_nan=True) + "\n")
+    """Atomic JSON write; lists of scalars on one line (``dumps_compact``) when indented."""
+    text = json.dumps(value, allow_nan=True) if indent is None else dumps_compact(value, indent)
+    write_text(path, text + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -164,3 +164,17 @@ def test_every_variant_builds_and_names_its_project(project):
         assert config.get_config(variant).project == project, variant
     with pytest.raises(ValueError, match=r"^config: unknown variant 'nope'"):
         config.get_config("nope")
+
+
+def test_compact_json_round_trips_and_keeps_unit_lists_on_one_line():
+    import json
+
+    from lexlm.paths import dumps_compact
+
+    value = {"rows": {"a": {"correct": [1, 0, 1], "nested": [[1, 2], {"x": None}]}},
+             "empty": [], "e": {}, "s": "é", 3: float("nan")}  # fmt: skip
+    text = dumps_compact(value)
+    back = json.loads(text)
+    assert back["rows"] == value["rows"] and back["s"] == "é" and back["empty"] == []
+    assert '"correct": [1, 0, 1]' in text
+    assert json.dumps(back["3"]) == "NaN"

@@ -202,9 +202,7 @@ def prediction_diff(results: Mapping[str, dict], examples: int = 5) -> dict[str,
         pred, truth = r["predictions"], r["targets"]
         same = [p == q for p, q in zip(pred, ref)]
         differ = [
-            {"target": t, "model": p, "bigram": q}
-            for p, q, t in zip(pred, ref, truth)
-            if p != q
+            {"target": t, "model": p, "bigram": q} for p, q, t in zip(pred, ref, truth) if p != q
         ]
         out[k] = {
             "n": len(same),
