@@ -58,6 +58,7 @@ _KIND_PATTERNS: tuple[tuple[tuple[str, ...], str], ...] = (
 
 
 CPU_PROBE = "measured: float32 2048^3 matmul probe, best of 5"
+INTERLEAVED = "measured: median of matmul probes of the model's dtype timed between its steps"
 
 
 class Peak(NamedTuple):
