@@ -14,6 +14,9 @@ generation comparison is cache against cache.
 
 * Training: the trainer's own step (``common.TaskStep``: AdamW, clipping, the non-finite guard)
   on one fixed batch of real bytes from the embedded corpus; bytes/s = batch x window / step.
+  Each model's train steps alternate with a matmul probe of its dtype
+  (``common.time_interleaved``); its counted FLOP/s (``lexlm.eval.flops.train_step_flops``)
+  is printed as a fraction of that interleaved peak.
 * Generation: ``lexlm.nn.byte_decode.generate`` (greedy, key/value caches, one jitted scan
   of one byte per step) of ``--gen`` bytes after a 16-byte prompt for ``--gen_batch`` rows;
   bytes/s = rows x gen / time (the prompt's bytes go through the same steps and are in the
@@ -34,6 +37,7 @@ import numpy as np
 from absl import flags
 
 from bench import common
+from lexlm.eval.flops import train_step_flops
 
 
 def model_configs(size: str) -> dict:
@@ -135,7 +139,13 @@ def main(argv=None):
         task = make_lm_task(cfg, window, name)
         step = common.TaskStep(task, batch, mesh)
         step.compile()
-        t_train = common.time_step(step, warmup=1, iters=args.iters)
+        flops = train_step_flops(
+            task.loss, step.fns.abstract.params, step.arrays, jax.random.key(0)
+        )
+        inter = common.time_interleaved(
+            step, dtype=getattr(cfg, "dtype", "float32"), warmup=1, iters=args.iters
+        )
+        t_train = inter.model
         model = lm_model(cfg)
         params = unbox(task.init(jax.random.key(0)))
         generate(model, params, prompt, args.gen)  # warm-up: compiles every step variant
@@ -146,6 +156,10 @@ def main(argv=None):
             "params": step.param_count(),
             "train_bytes_per_s": args.batch * window / t_train.median,
             "generate_bytes_per_s": args.gen_batch * args.gen / t_gen,
+            "train_step_flops": flops,
+            "train_flops_s": flops / t_train.median,
+            "interleaved_peak_flops_s": inter.peak,
+            "fraction_of_interleaved_peak": inter.fraction(flops),
         }
         if name == "spacebyte":
             record[name]["generated_bytes_per_patch"] = float(
@@ -157,6 +171,7 @@ def main(argv=None):
             f"{record[name]['generate_bytes_per_s']:,.0f} bytes/s  "
             f"({common.contention_line(t_train)})"
         )
+        print(f"           train {inter.line(flops)}")
     for name in configs:
         for what in ("train", "generate"):
             key = f"{what}_bytes_per_s"

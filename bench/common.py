@@ -58,6 +58,7 @@ _KIND_PATTERNS: tuple[tuple[tuple[str, ...], str], ...] = (
 
 
 CPU_PROBE = "measured: float32 2048^3 matmul probe, best of 5"
+INTERLEAVED = "measured: median of matmul probes of the model's dtype timed between its steps"
 
 
 class Peak(NamedTuple):
@@ -413,3 +414,85 @@ def parse(
         print("error: " + " ".join(str(e).split()), file=sys.stderr)
         raise SystemExit(2) from None
     return fv
+
+
+class Interleaved(NamedTuple):
+    """Model steps and matmul-peak probes timed alternately in one process.
+
+    ``model``: the model's steps (``StepTimes``); ``probe_flops_s``: the FLOP/s of every probe
+    (one more than the model's steps: each step lies between two probes); ``dtype``: the probes'.
+    """
+
+    model: StepTimes
+    probe_flops_s: list[float]
+    dtype: str
+
+    @property
+    def peak(self) -> float:
+        """The interleaved matmul peak: the median of the probes' FLOP/s."""
+        return statistics.median(self.probe_flops_s)
+
+    def fraction(self, flops_per_step: float, n_devices: int = 1) -> float:
+        """Achieved FLOP/s (median step) as a fraction of the interleaved peak of n devices."""
+        return flops_per_step / self.model.median / (self.peak * n_devices)
+
+    def line(self, flops_per_step: float, n_devices: int = 1) -> str:
+        """``"<raw> FLOP/s = <f>% of the interleaved <dtype> matmul peak <p> FLOP/s ..."``."""
+        raw = flops_per_step / self.model.median
+        lo, hi = min(self.probe_flops_s), max(self.probe_flops_s)
+        per = f" x{n_devices} devices" if n_devices > 1 else ""
+        return (
+            f"{raw:.3g} FLOP/s = {self.fraction(flops_per_step, n_devices):.1%} of the "
+            f"interleaved {self.dtype} matmul peak {self.peak:.3g} FLOP/s{per} (median of "
+            f"{len(self.probe_flops_s)} probes between the steps, range {lo:.3g}-{hi:.3g})"
+        )
+
+
+def matmul_probe(dtype: str = "float32", n: int | None = None) -> tuple[Callable, float]:
+    """``(probe, flops)``: a jitted n x n x n matmul of ``dtype`` on the first device, and its
+    FLOPs (2 n^3). n defaults to 2048 on CPU and 8192 on an accelerator (big enough to reach
+    the matrix units' rate)."""
+    n = n or (8192 if on_accelerator() else 2048)
+    a = jax.device_put(
+        np.random.default_rng(0).standard_normal((n, n), np.float32).astype(jnp.dtype(dtype))
+    )
+    return (lambda: _square(a)), 2.0 * n**3
+
+
+def time_interleaved(
+    fn: Callable,
+    args: Sequence[Any] = (),
+    *,
+    dtype: str = "float32",
+    warmup: int = 2,
+    iters: int = 10,
+    probe: tuple[Callable, float] | None = None,
+) -> Interleaved:
+    """Times ``fn(*args)`` and a matmul-peak probe of ``dtype`` alternately in this process.
+
+    Call order: ``warmup`` x (probe, fn) untimed, then probe, fn, probe, fn, ..., probe, all
+    timed, ``iters`` calls of ``fn`` and ``iters + 1`` probes, each waited for. So the peak and
+    the step see the same machine at the same time (a shared CPU's load, a GPU's clocks), and
+    ``Interleaved.fraction`` compares like with like. ``probe``: ``(callable, FLOPs per call)``,
+    by default ``matmul_probe(dtype)``.
+
+        t = time_interleaved(step, dtype="bfloat16", iters=5)
+        print(t.line(flops_per_step))
+    """
+    call, probe_flops = probe or matmul_probe(dtype)
+    for _ in range(warmup):
+        jax.block_until_ready(call())
+        jax.block_until_ready(fn(*args))
+    probes = [_timed(call)[0]]
+    both = []
+    for _ in range(iters):
+        both.append(_timed(fn, *args))
+        probes.append(_timed(call)[0])
+    times = [w for w, _ in both]
+    model = StepTimes(statistics.median(times), times, [c for _, c in both])
+    return Interleaved(model, [probe_flops / max(t, 1e-12) for t in probes], dtype)
+
+
+def quoted_line(what: str, figure: str, source: str) -> str:
+    """A figure quoted from elsewhere, labelled as such; it is never divided by."""
+    return f"{what}: {figure} (quoted from {source}; not measured in this run, so never divided)"

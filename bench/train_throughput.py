@@ -6,9 +6,11 @@
 
 Builds the train step exactly as the trainer does (make_lm_task + build_state +
 make_train_step: AdamW, clipping, the non-finite guard), compiles it ahead of time, feeds one
-synthetic in-memory batch, and times steps after warm-up (median). Prints tokens/s and model
-FLOPs utilisation against the device's peak (``common.device_peak``), then a one-line JSON
-summary.
+synthetic in-memory batch, and times steps after warm-up (median), alternating with a matmul
+probe of the model's dtype (``common.time_interleaved``). Prints tokens/s, model FLOPs
+utilisation against the device's nominal peak (``common.device_peak``; on CPU, which has none,
+against the interleaved probe), the model's FLOP/s as a fraction of the interleaved matmul
+peak, then a one-line JSON summary.
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ def main(argv=None) -> dict:
     cfg = common.lm_config(args.size, args.seq, **overrides)
     mesh = common.make_mesh(args.devices)
     n_dev = mesh.devices.size
-    peak = common.device_peak(override_tflops=args.peak_tflops)
+    if common.on_accelerator() or args.peak_tflops:
+        peak = common.device_peak(override_tflops=args.peak_tflops)
+    else:  # no nominal CPU figure: MFU is against the matmul probe timed between the steps
+        peak = common.Peak(None, "CPU: the interleaved matmul probe, measured below")
     print(common.device_line(mesh, peak))
 
     step = common.LMStep(cfg, args.seq, args.batch, mesh)
@@ -92,8 +97,10 @@ def main(argv=None) -> dict:
         f"argument {common.gib(mem['argument'])}, output {common.gib(mem['output'])}"
     )
     step.init()
-    timing = common.time_step(step, (), warmup=args.warmup, iters=args.steps)
-    peak = common.refresh_peak(peak)
+    inter = common.time_interleaved(step, dtype=cfg.dtype, warmup=args.warmup, iters=args.steps)
+    timing = inter.model
+    if peak.flops is None and not common.on_accelerator():
+        peak = common.Peak(inter.peak, common.INTERLEAVED)
     tokens = args.batch * args.seq
     tok_s = tokens / timing.median
     util = common.mfu(flops_tok * tokens, timing.median, peak, n_dev)
@@ -112,6 +119,7 @@ def main(argv=None) -> dict:
         if peak.flops
         else f"tokens/s: {tok_s:,.0f}  ({tok_s / n_dev:,.0f} per device)   MFU: n/a"
     )
+    print("model FLOP/s: " + inter.line(flops_tok * tokens, n_dev))
     record = dict(
         bench="train_throughput",
         size=args.size,
@@ -138,6 +146,9 @@ def main(argv=None) -> dict:
         mfu=None if util is None else round(util, 5),
         peak_flops_per_device=peak.flops,
         peak_source=peak.source,
+        interleaved_peak_flops_s=inter.peak,
+        probe_flops_s=inter.probe_flops_s,
+        fraction_of_interleaved_peak=round(inter.fraction(flops_tok * tokens, n_dev), 5),
         memory_bytes=mem,
     )
     common.print_json(record)

@@ -41,15 +41,90 @@ def test_mesh_shapes():
 
 
 def test_word_pooled_bench_batch_counts_the_characters_it_holds():
-    from bench.word_pooled import word_batch
+    from bench.word_pooled import piece_counts, quotas, word_batch
     from lexlm.nn.word_pooled import WordPooledConfig
 
     cfg = WordPooledConfig(unit_vocab=20, max_units=5, max_words=7)
-    batch, chars = word_batch(cfg, 3)
+    counts = [0, 4, 0, 2, 0, 0, 2]  # 6-character words become a 5- and a 1-character piece
+    batch, chars = word_batch(cfg, 3, counts)
     assert batch["units"].shape == (3, 8, 5) and batch["word_mask"].shape == (3, 7)
     lengths = (batch["units"] != 0).sum(-1)
     assert chars == lengths[:, 1:].mean()  # targets are words 1..W
-    assert lengths.min() >= 1 and lengths.max() <= 5
+    # pieces [0, 6, 0, 2, 0, 2]: 24 slots get 6/10, 2/10, 2/10 of them (largest remainders)
+    assert piece_counts(counts, 5).tolist() == [0, 6, 0, 2, 0, 2]
+    assert quotas(np.array([0, 6, 0, 2, 0, 2]), 24).tolist() == [0, 14, 0, 5, 0, 5]
+    assert np.bincount(lengths.ravel(), minlength=6).tolist() == [0, 14, 0, 5, 0, 5]
+
+
+def test_word_length_counts_of_a_known_text_and_pieces_as_word_pieces_cuts_them():
+    from bench.word_pooled import length_counts, piece_counts
+    from lexlm.text.words import segment_words, word_pieces
+
+    # "To" " be" "," " or" " not" | "a" "  b" "\n\nc": whitespace belongs to the next word
+    counts = length_counts(["To be, or not", "a  b\n\nc"])
+    assert counts.tolist() == [0, 2, 1, 4, 1]
+    assert (counts * np.arange(5)).sum() == len("To be, or not") + len("a  b\n\nc")
+    assert piece_counts([0, 0, 1, 0, 0, 0, 0, 1], 3).tolist() == [0, 1, 1, 2]  # 2; 7 = 3+3+1
+    text = "Incomprehensibilities, notwithstanding: a b  antidisestablishmentarianism!"
+    pieces, _, _ = word_pieces(segment_words(text), 6)
+    expect = np.bincount([len(p) for p in pieces], minlength=7)
+    assert piece_counts(length_counts([text]), 6).tolist() == expect.tolist()
+
+
+def test_word_pooled_bench_frozen_lengths_are_the_embedded_corpus():
+    from bench.word_pooled import LEE_TRAIN_LENGTHS, lee_train_documents, length_counts
+    from lexlm.errors import ConfigError
+
+    try:
+        docs = lee_train_documents()
+    except (ImportError, ConfigError) as e:
+        pytest.skip(f"no data stack: {e}")
+    assert length_counts(docs).tolist() == list(LEE_TRAIN_LENGTHS)
+
+
+def test_interleaved_timer_alternates_probe_and_model_and_divides_by_that_peak(monkeypatch):
+    from bench import common
+
+    calls = []
+    seconds = {"probe": 0.5, "model": 2.0}
+
+    def fake_timed(f, *args):
+        f(*args)
+        return seconds[calls[-1]], 0.0
+
+    monkeypatch.setattr(common, "_timed", fake_timed)
+    t = common.time_interleaved(
+        lambda: calls.append("model"), warmup=1, iters=3,
+        probe=(lambda: calls.append("probe"), 100.0),
+    )  # fmt: skip
+    assert calls == ["probe", "model"] + ["probe", "model"] * 3 + ["probe"]
+    assert t.model.times == [2.0] * 3 and t.probe_flops_s == [200.0] * 4 and t.peak == 200.0
+    assert t.fraction(100.0) == pytest.approx(0.25)  # 50 FLOP/s of a 200 FLOP/s peak
+    assert t.fraction(100.0, n_devices=2) == pytest.approx(0.125)
+    assert "25.0% of the interleaved float32 matmul peak 200 FLOP/s" in t.line(100.0)
+
+
+def test_word_pooled_bench_quotes_etok_without_a_ratio(monkeypatch, capsys):
+    import re
+
+    from bench import common, word_pooled
+
+    probe = common.matmul_probe
+    monkeypatch.setattr(common, "matmul_probe", lambda dtype: probe(dtype, 64))
+    monkeypatch.setitem(word_pooled.SIZES, "tiny", dict(
+        wp=dict(width=16, prefix=2, enc_depth=1, enc_heads=2, lm_depth=1, lm_heads=2,
+                dec_depth=1, dec_heads=2, max_units=6, max_words=8),
+        char=dict(width=16, depth=1, heads=2), batch=2, vocab=20,
+    ))  # fmt: skip
+    record = word_pooled.main(["--steps=2", "--warmup=0", "--gen_words=2", "--gen_context=2"])
+    out = capsys.readouterr().out
+    quoted = [line for line in out.splitlines() if "eTok" in line]
+    assert len(quoted) == 1 and "quoted" in quoted[0] and "183" in quoted[0]
+    assert not re.search(r"\bx\s?\d|\bratio\b|/ ", quoted[0].split("(quoted")[0]), quoted[0]
+    assert not any("etok" in k.lower() for k in record)
+    assert record["word_pooled"]["fraction_of_peak"] > 0 and record["char"]["words_s"] > 0
+    assert len(record["word_pooled"]["probe_flops_s"]) == 3  # one more than the steps
+    assert "word-pooled / character LM, this run" in out
 
 
 def test_byte_transformer_width_matches_a_parameter_target():
