@@ -242,3 +242,18 @@ def test_render_bench_times_the_same_sentences_and_divides_no_quoted_figure(caps
 
     rates = render.median_rates({"a": count}, 4)
     assert len(calls) == 5 and rates["a"] > 0  # one warm-up, then 4 timed passes
+
+
+def test_seed_bench_times_both_steps_and_stacks_the_state():
+    """bench.seeds builds the S-copy step as the trainer does: state and batch carry a leading
+    seed axis, both steps run, and the ratio is of the two medians."""
+    from bench import common, seeds
+
+    cfg = common.lm_config("tiny", 16, width=32, depth=1, heads=2, vocab_size=50)
+    step = common.LMStep(cfg, 16, 4, common.make_mesh("1"), seeds=3).init()
+    state, metrics = step()
+    assert jax.tree.leaves(state.params)[0].shape[0] == 3
+    assert {"loss_seed0", "loss_seed2"} <= set(metrics)
+    r = seeds.time_pair(cfg, 16, 4, 3, steps=1, rounds=1)
+    assert r["ratio"] == pytest.approx(r["seeds_ms"] / r["one_ms"], rel=1e-2)
+    assert r["per_seed_ratio"] == pytest.approx(r["ratio"] / 3, rel=1e-2)
