@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lexlm.data import sts
+from lexlm.eval import sts as sts_eval
 from lexlm.proj.pixel import config as pixel_config
 from lexlm.proj.pixel import evaluate as pixel_eval
 from lexlm.proj.pixel import report, selection, stages
@@ -36,6 +37,7 @@ SMALL = [
     "--config.eval.batch=32",
     "--config.eval.examples=1",
     "--config.eval.typo_rates=(0.1,)",
+    "--config.eval.typo_seeds=2",
     "--config.sentences.max_sentences=200",
 ]
 
@@ -70,6 +72,9 @@ def test_score_and_robustness_known_answers():
     assert [r["rate"] for r in rows] == [0.0, 0.05, 0.2]
     # typos never touch digits, so this encoder is perfectly robust: every drop is 0
     assert all(r["drop"] == pytest.approx(0.0) for r in rows)
+    rows = pixel_eval.robustness(_embed_by_number, shifted, (0.2,), 0, 100, typo_seeds=3)
+    assert rows[1]["draws"] == pytest.approx([-100.0] * 3) and np.shape(rows[1]["cos"]) == (6, 3)
+    assert pixel_eval.typo_seed(0, 0, 0) == 2 and pixel_eval.typo_seed(0, 0, 1) == 1002
     typo = pixel_eval.with_typos(shifted, 0.2, 3)
     assert typo.left != shifted.left and len(typo.left) == len(shifted.left)
     assert pixel_eval.with_typos(shifted, 0.0, 3) is shifted
@@ -105,6 +110,74 @@ def test_select_on_dev_typo_gap_and_the_computed_sentences():
     flipped = [dict(rows[0], robustness=rows[1]["robustness"]), dict(rows[1], robustness=
                rows[0]["robustness"])]  # fmt: skip
     assert "the pixel encoder loses more." in " ".join(report._typo_sentences(flipped, [0.1]))
+
+
+def _eval(clean_cols, typo_cols):
+    """One seed's robustness list: per-pair cosines [N, draws] clean and at 10% typos."""
+    gold = np.arange(10, dtype=np.float64)
+
+    def row(rate, cols):
+        draws = list(sts_eval.per_draw_spearman(np.stack(cols, 1), gold))
+        return {"rate": rate, "spearman": float(np.mean(draws)), "draws": draws,
+                "cos": np.stack(cols, 1).tolist()}  # fmt: skip
+
+    return [row(0.0, clean_cols), row(0.1, typo_cols)]
+
+
+GOLD = list(range(10))
+PERFECT = np.arange(10.0)
+SWAPPED = PERFECT[[0, 1, 2, 4, 3, 5, 6, 7, 8, 9]]  # Spearman 100 (1 - 12 / 990)
+REVERSED = -PERFECT
+
+
+def test_summarize_means_spreads_and_paired_drop_on_known_answers():
+    rho = 100 * (1 - 12 / 990)
+    # seed 0: clean perfect, typo draws perfect and reversed; seed 1: clean one swap, typo
+    # draws one swap and reversed
+    evals = [_eval([PERFECT], [PERFECT, REVERSED]), _eval([SWAPPED], [SWAPPED, REVERSED])]
+    clean, typo = pixel_eval.summarize(evals, GOLD)
+    assert clean["spearman"] == pytest.approx((100 + rho) / 2)
+    assert clean["seeds"]["values"] == pytest.approx([100, rho]) and clean["seeds"]["n"] == 2
+    assert typo["spearman"] == pytest.approx((100 - 100 + rho - 100) / 4)
+    assert typo["seeds"]["values"] == pytest.approx([0.0, (rho - 100) / 2])  # per seed
+    assert typo["typo_seeds"]["values"] == pytest.approx([(100 + rho) / 2, -100.0])  # per draw
+    assert typo["drop"] == pytest.approx(clean["spearman"] - typo["spearman"])
+    assert typo["drop_lo"] <= typo["drop"] <= typo["drop_hi"] and typo["drop_lo"] > 0
+    with pytest.raises(ValueError, match="gold"):
+        pixel_eval.summarize(evals, GOLD[:5])
+
+
+def _findings(pixel_evals, token_evals):
+    rows = [{"model": m, "seeds": 1, "robustness": pixel_eval.summarize(e, GOLD)}
+            for m, e in (("pixel", pixel_evals), ("token", token_evals))]  # fmt: skip
+    return {"rows": rows, "comparisons": {
+        "pixel_vs_token": pixel_eval.comparisons(pixel_evals, token_evals, GOLD)}}  # fmt: skip
+
+
+def test_comparisons_state_an_ordering_only_outside_the_interval():
+    # pixel: perfect clean and under typos; token: perfect clean, reversed under typos. Every
+    # resample of the pairs gives the same differences: clean 0 (a tie), drop 0 - 200
+    pixel = [_eval([PERFECT], [PERFECT])]
+    token = [_eval([PERFECT], [REVERSED])]
+    clean, typo = pixel_eval.comparisons(pixel, token, GOLD)
+    assert (clean["spearman"]["diff"], clean["spearman"]["lo"], clean["spearman"]["hi"]) == (
+        0,
+        0,
+        0,
+    )
+    assert "drop" not in clean
+    assert typo["spearman"]["diff"] == pytest.approx(200.0)
+    assert (typo["drop"]["diff"], typo["drop"]["lo"], typo["drop"]["hi"]) == (-200, -200, -200)
+    text = " ".join(report.comparison_sentences(_findings(pixel, token)))
+    assert "Clean: the pixel and the subword encoder are tied at this budget" in text
+    assert "the pixel encoder loses less than the subword encoder (the paper's direction)" in text
+    assert "difference -200.0 [-200.0, -200.0]" in text
+    # the other way round, the order flips; the same model twice is tied everywhere
+    flipped = " ".join(report.comparison_sentences(_findings(token, pixel)))
+    assert "the pixel encoder loses more than the subword encoder" in flipped
+    same = " ".join(report.comparison_sentences(_findings(pixel, pixel)))
+    assert "10% typos: the two encoders' losses are tied at this budget" in same
+    assert "loses less" not in same and "loses more" not in same
 
 
 def test_counts_summed_over_a_stages_log_windows_and_reported(tmp_path):
