@@ -283,7 +283,7 @@ def test_killed_anywhere_and_rerun_ends_with_the_same_findings(reference, cache,
     #    validation score (owed: the rerun scores it first, then trains on);
     # 2. writing the soup's record, after its best checkpoint was saved (4th write: the run's
     #    config, the records of steps 2, 3);
-    # 3. in the token run's test evaluation (the 8th scoring: 4 per run, then test);
+    # 3. in the token run's evaluations (the 8th scoring: 4 per run, then dev and test);
     # 4. before the report.
     faults = ["checkpoint:1", "write:4", "evaluate:8", "report:1"]
     codes = eh.kill_chain([*SMALL, f"--workdir={wd}"], cache, faults)
@@ -311,6 +311,18 @@ def test_the_findings_hold_each_model_and_the_reference(reference):
         assert [e["stage"] for e in cands] == ["soup", "topical_0"]
         assert row["dev"] == max(e["dev"] for e in cands) and row["params"] > 0
     assert f["rows"][2]["params"] == 0 and f["dev_pairs"] == f["test_pairs"] == 300
+    assert (f["seeds"], f["typo_seeds"]) == (1, 2) and "main job" in f["one_seed_reason"]
+    for row in f["rows"]:  # one training seed, 2 typo draws, intervals over the 300 test pairs
+        clean, typo = row["robustness"]
+        assert clean["lo"] <= row["test"] == clean["spearman"] <= clean["hi"]
+        assert typo["lo"] <= typo["spearman"] <= typo["hi"] and typo["typo_seeds"]["n"] == 2
+        assert typo["drop_lo"] <= typo["drop"] <= typo["drop_hi"]
+    for row in f["rows"][:2]:  # the dev counterparts, on the checkpoint chosen on dev
+        (seed,) = row["per_seed"]
+        assert seed["seed"] == 0 and seed["global_step"] == row["global_step"]
+        assert -100 <= row["dev_no_head"] <= 100 and row["dev"] == seed["dev"]
+    assert set(f["comparisons"]) == {"pixel_vs_token", "pixel_vs_tfidf", "token_vs_tfidf"}
+    assert [c["rate"] for c in f["comparisons"]["pixel_vs_token"]] == [0.0, 0.1]
     for row in f["rows"][:2]:  # 3 steps of 8 perturbed positives; counts from every stage
         counted = row["unchanged_perturbations"]["combined"]
         assert counted["positives"] == 24 and 0 <= counted["unchanged"] <= 24
@@ -352,6 +364,25 @@ def test_another_evaluation_setting_reuses_the_runs(reference, tmp_path, unoptim
     assert f["rows"][0]["dev"] == eh.findings(reference)["rows"][0]["dev"]  # the same selection
     assert {k for k in eh.tree_state(wd) if "checkpoints" in k} == checkpoints  # no training
     assert len(list((wd / "runs" / "pixel" / "evals").glob("test-*.json"))) == 2
+
+
+def test_more_training_seeds_reuse_seed_0_and_train_the_others(reference, tmp_path):
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}", "--config.models=pixel",
+                           "--config.train.seeds=2"])  # fmt: skip
+    assert code == 0, err
+    f, ref = eh.findings(wd), eh.findings(reference)
+    pixel = f["rows"][0]
+    assert f["seeds"] == pixel["seeds"] == 2 and f["one_seed_reason"] == ""
+    assert [s["seed"] for s in pixel["per_seed"]] == [0, 1]
+    assert pixel["per_seed"][0] == ref["rows"][0]["per_seed"][0]  # seed 0: the same run
+    assert (wd / "runs" / "pixel_seed1" / "selection").is_dir()
+    assert pixel["dev"] == pytest.approx(np.mean([s["dev"] for s in pixel["per_seed"]]))
+    clean = pixel["robustness"][0]
+    assert clean["seeds"]["values"] == pytest.approx([s["test"] for s in pixel["per_seed"]])
+    assert clean["spearman"] == pytest.approx(np.mean(clean["seeds"]["values"]))
+    page = (wd / "report.md").read_text()
+    assert "2 training seeds per encoder" in page and "over training seeds" in page
 
 
 def _write_stsb(path, n, seed, bad_line=None):
@@ -456,5 +487,20 @@ def test_report_is_rendered_again_from_the_findings(reference, tmp_path):
     assert (wd / "report.md").read_text() == old
     assert "| pixel encoder (rendered text) |" in old and "figures/robustness.png" in old
     assert "| reference: TF-IDF bag of words (no training) |" in old
+    assert "One training seed per encoder (too large for 3 seeds" in old
+    assert report.OLD_NOTE not in old and "95% paired bootstrap interval" in old
     for name in ("robustness.png", "rendered_examples.png"):
         assert (wd / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_old_findings_render_as_before_with_the_one_seed_note():
+    from lexlm.paths import as_path, read_json
+
+    old = read_json(as_path(report.__file__).parent / "findings" / "tiny.json")["findings"]
+    assert not report.has_intervals(old)
+    body = report._body(old)
+    assert body[0] == report.OLD_NOTE == "One seed; no interval recorded in this finding."
+    rows = old["rows"]
+    assert body == [report.OLD_NOTE, "", *report.table(rows), "",
+                    *report._typo_sentences(rows, old["typo_rates"]),
+                    *report._clean_sentences(rows)]  # fmt: skip

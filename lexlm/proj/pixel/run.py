@@ -208,9 +208,10 @@ def train_encoder(cfg, run_dir, data, timings: dict | None = None, tokenizer=Non
         select.close()
 
 
-def reference_row(c, data) -> dict:
+def reference_row(c, data) -> tuple[dict, list]:
     """Bag-of-words TF-IDF (idf from the training text; no training, no parameters): what the
-    similarity judgements reward without any learning, under the same typo draws."""
+    similarity judgements reward without any learning, under the same typo draws. Returns
+    (its findings row, its ``robustness`` list with the per-pair cosines)."""
     from lexlm.eval.sts import tfidf_embedder
     from lexlm.proj.pixel.evaluate import gold_scores, robustness, score, summarize, typo_rates
 
@@ -385,7 +386,8 @@ def run(c, wd: store.Workdir) -> dict:
         row, evals[name] = model_row([cfgs[name, s] for s in seeds],
                                      [dirs[name, s] for s in seeds], chosen, vocab)  # fmt: skip
         rows.append(row)
-    ref, evals["tfidf"] = reference_row(c, data)
+    ref, tfidf = reference_row(c, data)
+    evals["tfidf"] = [tfidf]  # one "seed": it has no training
     rows.append(ref)
     gold = gold_scores(data.test)
     compared = {}
