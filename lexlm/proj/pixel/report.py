@@ -356,9 +356,9 @@ def interval_table(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
-def _spread(s: dict) -> str:
+def _spread(s: dict, one: str) -> str:
     if s["n"] < 2:
-        return "- (one)"
+        return one
     return f"sd {s['sd']:.1f} ({s['min']:.1f} to {s['max']:.1f}, {s['n']})"
 
 
@@ -367,8 +367,8 @@ def spread_table(rows: Sequence[dict]) -> list[str]:
     lines = ["| model | typos | over training seeds | over typo draws |", "|---|---|---|---|"]
     for r in rows:
         for x in r["robustness"]:
-            typo = "-" if x["rate"] == 0 else _spread(x["typo_seeds"])
-            seeds = "- (no training)" if r.get("reference") else _spread(x["seeds"])
+            typo = "-" if x["rate"] == 0 else _spread(x["typo_seeds"], "one draw")
+            seeds = "- (no training)" if r.get("reference") else _spread(x["seeds"], "one seed")
             lines.append(f"| {SHORT.get(r['model'], r['model'])} | {100 * x['rate']:g}% | "
                          f"{seeds} | {typo} |")  # fmt: skip
     return lines
@@ -425,7 +425,8 @@ def comparison_sentences(f: dict) -> list[str]:
         parts = []
         for x in r["robustness"][1:]:
             d = {"diff": x["drop"], "lo": x["drop_lo"], "hi": x["drop_hi"]}
-            word = "lower" if d["lo"] > 0 else "higher" if d["hi"] < 0 else "tied with clean"
+            word = ("lower typo'd" if d["lo"] > 0 else "higher typo'd" if d["hi"] < 0
+                    else "tied at this budget")  # fmt: skip
             parts.append(f"{100 * x['rate']:g}% {x['drop']:+.1f} [{x['drop_lo']:+.1f}, "
                          f"{x['drop_hi']:+.1f}] ({word})")  # fmt: skip
         if parts:
