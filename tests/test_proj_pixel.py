@@ -496,8 +496,10 @@ def test_report_is_rendered_again_from_the_findings(reference, tmp_path):
 def test_old_findings_render_as_before_with_the_one_seed_note():
     from lexlm.paths import as_path, read_json
 
-    old = read_json(as_path(report.__file__).parent / "findings" / "tiny.json")["findings"]
+    folder = as_path(report.__file__).parent / "findings"
+    old = read_json(folder / "stsb.json")["findings"]  # made before seeds and intervals
     assert not report.has_intervals(old)
+    assert report.has_intervals(read_json(folder / "tiny.json")["findings"])  # rerun since
     body = report._body(old)
     assert body[0] == report.OLD_NOTE == "One seed; no interval recorded in this finding."
     rows = old["rows"]
