@@ -210,6 +210,18 @@ def test_counts_summed_over_a_stages_log_windows_and_reported(tmp_path):
     assert report._count_lines([{"model": "pixel"}]) == []  # old findings: the page as before
 
 
+def test_the_findings_config_trains_3_seeds_and_the_tiny_one_says_why_it_has_one():
+    stsb, tiny = pixel_config.get_config("stsb"), pixel_config.get_config("tiny")
+    assert (stsb.train.seeds, stsb.eval.typo_seeds, stsb.eval.one_seed_reason) == (3, 5, "")
+    assert (tiny.train.seeds, tiny.eval.typo_seeds) == (1, 5)
+    assert "main job" in tiny.eval.one_seed_reason
+    from lexlm.proj.pixel.run import encoder_run_config, seed_run_name
+
+    copy = encoder_run_config(stsb, "pixel", 2)
+    assert (copy.train.seed, copy.train.seeds) == (stsb.train.seed + 2, 1)
+    assert [seed_run_name("token", s) for s in range(3)] == ["token", "token_seed1", "token_seed2"]
+
+
 def test_the_stage_plan_and_its_global_steps():
     c = pixel_config.get_config("tiny")
     c.stages.update(unsup="typo,combined", unsup_steps=3, topical_steps=2, mae_steps=2)
@@ -414,6 +426,7 @@ def _stsb_args(tmp_path, train_pairs=40, bad_line=None, test_pairs=10):
         (["--config.stages.mae_ratio=0"], ["stages.mae_ratio"]),
         (["--config.stages.unsup_steps=-2"], ["stages.unsup_steps", ">= 0"]),
         (["--config.eval.typo_rates=(0.1,1.5)"], ["eval.typo_rates"]),
+        (["--config.eval.typo_seeds=0"], ["eval.typo_seeds", ">= 1"]),
         (["--config.models=pixel,bert"], ["models", "bert"]),
         (["--config.stages.unsup=typo,blur"], ["stages.unsup", "blur"]),
         (["--config.data.split_files.train=train.csv"], ["data.split_files", "'lee'"]),
