@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lexlm.data import sts
+from lexlm.eval import sts as sts_eval
 from lexlm.proj.pixel import config as pixel_config
 from lexlm.proj.pixel import evaluate as pixel_eval
 from lexlm.proj.pixel import report, selection, stages
@@ -36,6 +37,7 @@ SMALL = [
     "--config.eval.batch=32",
     "--config.eval.examples=1",
     "--config.eval.typo_rates=(0.1,)",
+    "--config.eval.typo_seeds=2",
     "--config.sentences.max_sentences=200",
 ]
 
@@ -70,6 +72,9 @@ def test_score_and_robustness_known_answers():
     assert [r["rate"] for r in rows] == [0.0, 0.05, 0.2]
     # typos never touch digits, so this encoder is perfectly robust: every drop is 0
     assert all(r["drop"] == pytest.approx(0.0) for r in rows)
+    rows = pixel_eval.robustness(_embed_by_number, shifted, (0.2,), 0, 100, typo_seeds=3)
+    assert rows[1]["draws"] == pytest.approx([-100.0] * 3) and np.shape(rows[1]["cos"]) == (6, 3)
+    assert pixel_eval.typo_seed(0, 0, 0) == 2 and pixel_eval.typo_seed(0, 0, 1) == 1002
     typo = pixel_eval.with_typos(shifted, 0.2, 3)
     assert typo.left != shifted.left and len(typo.left) == len(shifted.left)
     assert pixel_eval.with_typos(shifted, 0.0, 3) is shifted
@@ -107,6 +112,74 @@ def test_select_on_dev_typo_gap_and_the_computed_sentences():
     assert "the pixel encoder loses more." in " ".join(report._typo_sentences(flipped, [0.1]))
 
 
+def _eval(clean_cols, typo_cols):
+    """One seed's robustness list: per-pair cosines [N, draws] clean and at 10% typos."""
+    gold = np.arange(10, dtype=np.float64)
+
+    def row(rate, cols):
+        draws = list(sts_eval.per_draw_spearman(np.stack(cols, 1), gold))
+        return {"rate": rate, "spearman": float(np.mean(draws)), "draws": draws,
+                "cos": np.stack(cols, 1).tolist()}  # fmt: skip
+
+    return [row(0.0, clean_cols), row(0.1, typo_cols)]
+
+
+GOLD = list(range(10))
+PERFECT = np.arange(10.0)
+SWAPPED = PERFECT[[0, 1, 2, 4, 3, 5, 6, 7, 8, 9]]  # Spearman 100 (1 - 12 / 990)
+REVERSED = -PERFECT
+
+
+def test_summarize_means_spreads_and_paired_drop_on_known_answers():
+    rho = 100 * (1 - 12 / 990)
+    # seed 0: clean perfect, typo draws perfect and reversed; seed 1: clean one swap, typo
+    # draws one swap and reversed
+    evals = [_eval([PERFECT], [PERFECT, REVERSED]), _eval([SWAPPED], [SWAPPED, REVERSED])]
+    clean, typo = pixel_eval.summarize(evals, GOLD)
+    assert clean["spearman"] == pytest.approx((100 + rho) / 2)
+    assert clean["seeds"]["values"] == pytest.approx([100, rho]) and clean["seeds"]["n"] == 2
+    assert typo["spearman"] == pytest.approx((100 - 100 + rho - 100) / 4)
+    assert typo["seeds"]["values"] == pytest.approx([0.0, (rho - 100) / 2])  # per seed
+    assert typo["typo_seeds"]["values"] == pytest.approx([(100 + rho) / 2, -100.0])  # per draw
+    assert typo["drop"] == pytest.approx(clean["spearman"] - typo["spearman"])
+    assert typo["drop_lo"] <= typo["drop"] <= typo["drop_hi"] and typo["drop_lo"] > 0
+    with pytest.raises(ValueError, match="gold"):
+        pixel_eval.summarize(evals, GOLD[:5])
+
+
+def _findings(pixel_evals, token_evals):
+    rows = [{"model": m, "seeds": 1, "robustness": pixel_eval.summarize(e, GOLD)}
+            for m, e in (("pixel", pixel_evals), ("token", token_evals))]  # fmt: skip
+    return {"rows": rows, "comparisons": {
+        "pixel_vs_token": pixel_eval.comparisons(pixel_evals, token_evals, GOLD)}}  # fmt: skip
+
+
+def test_comparisons_state_an_ordering_only_outside_the_interval():
+    # pixel: perfect clean and under typos; token: perfect clean, reversed under typos. Every
+    # resample of the pairs gives the same differences: clean 0 (a tie), drop 0 - 200
+    pixel = [_eval([PERFECT], [PERFECT])]
+    token = [_eval([PERFECT], [REVERSED])]
+    clean, typo = pixel_eval.comparisons(pixel, token, GOLD)
+    assert (clean["spearman"]["diff"], clean["spearman"]["lo"], clean["spearman"]["hi"]) == (
+        0,
+        0,
+        0,
+    )
+    assert "drop" not in clean
+    assert typo["spearman"]["diff"] == pytest.approx(200.0)
+    assert (typo["drop"]["diff"], typo["drop"]["lo"], typo["drop"]["hi"]) == (-200, -200, -200)
+    text = " ".join(report.comparison_sentences(_findings(pixel, token)))
+    assert "Clean: the pixel and the subword encoder are tied at this budget" in text
+    assert "the pixel encoder loses less than the subword encoder (the paper's direction)" in text
+    assert "difference -200.0 [-200.0, -200.0]" in text
+    # the other way round, the order flips; the same model twice is tied everywhere
+    flipped = " ".join(report.comparison_sentences(_findings(token, pixel)))
+    assert "the pixel encoder loses more than the subword encoder" in flipped
+    same = " ".join(report.comparison_sentences(_findings(pixel, pixel)))
+    assert "10% typos: the two encoders' losses are tied at this budget" in same
+    assert "loses less" not in same and "loses more" not in same
+
+
 def test_counts_summed_over_a_stages_log_windows_and_reported(tmp_path):
     """Each metrics line is the mean over the steps since the line before: windows of 2 and 3
     steps with 1.5 and 2 unchanged positives a step sum to 1.5 x 2 + 2 x 3 = 9."""
@@ -135,6 +208,18 @@ def test_counts_summed_over_a_stages_log_windows_and_reported(tmp_path):
     assert "the pixel encoder: conditional shuffle 9 of 20" in text
     assert "over all stages: the pixel encoder 1." in text
     assert report._count_lines([{"model": "pixel"}]) == []  # old findings: the page as before
+
+
+def test_the_findings_config_trains_3_seeds_and_the_tiny_one_says_why_it_has_one():
+    stsb, tiny = pixel_config.get_config("stsb"), pixel_config.get_config("tiny")
+    assert (stsb.train.seeds, stsb.eval.typo_seeds, stsb.eval.one_seed_reason) == (3, 5, "")
+    assert (tiny.train.seeds, tiny.eval.typo_seeds) == (1, 5)
+    assert "main job" in tiny.eval.one_seed_reason
+    from lexlm.proj.pixel.run import encoder_run_config, seed_run_name
+
+    copy = encoder_run_config(stsb, "pixel", 2)
+    assert (copy.train.seed, copy.train.seeds) == (stsb.train.seed + 2, 1)
+    assert [seed_run_name("token", s) for s in range(3)] == ["token", "token_seed1", "token_seed2"]
 
 
 def test_the_stage_plan_and_its_global_steps():
@@ -210,7 +295,7 @@ def test_killed_anywhere_and_rerun_ends_with_the_same_findings(reference, cache,
     #    validation score (owed: the rerun scores it first, then trains on);
     # 2. writing the soup's record, after its best checkpoint was saved (4th write: the run's
     #    config, the records of steps 2, 3);
-    # 3. in the token run's test evaluation (the 8th scoring: 4 per run, then test);
+    # 3. in the token run's evaluations (the 8th scoring: 4 per run, then dev and test);
     # 4. before the report.
     faults = ["checkpoint:1", "write:4", "evaluate:8", "report:1"]
     codes = eh.kill_chain([*SMALL, f"--workdir={wd}"], cache, faults)
@@ -238,6 +323,18 @@ def test_the_findings_hold_each_model_and_the_reference(reference):
         assert [e["stage"] for e in cands] == ["soup", "topical_0"]
         assert row["dev"] == max(e["dev"] for e in cands) and row["params"] > 0
     assert f["rows"][2]["params"] == 0 and f["dev_pairs"] == f["test_pairs"] == 300
+    assert (f["seeds"], f["typo_seeds"]) == (1, 2) and "main job" in f["one_seed_reason"]
+    for row in f["rows"]:  # one training seed, 2 typo draws, intervals over the 300 test pairs
+        clean, typo = row["robustness"]
+        assert clean["lo"] <= row["test"] == clean["spearman"] <= clean["hi"]
+        assert typo["lo"] <= typo["spearman"] <= typo["hi"] and typo["typo_seeds"]["n"] == 2
+        assert typo["drop_lo"] <= typo["drop"] <= typo["drop_hi"]
+    for row in f["rows"][:2]:  # the dev counterparts, on the checkpoint chosen on dev
+        (seed,) = row["per_seed"]
+        assert seed["seed"] == 0 and seed["global_step"] == row["global_step"]
+        assert -100 <= row["dev_no_head"] <= 100 and row["dev"] == seed["dev"]
+    assert set(f["comparisons"]) == {"pixel_vs_token", "pixel_vs_tfidf", "token_vs_tfidf"}
+    assert [c["rate"] for c in f["comparisons"]["pixel_vs_token"]] == [0.0, 0.1]
     for row in f["rows"][:2]:  # 3 steps of 8 perturbed positives; counts from every stage
         counted = row["unchanged_perturbations"]["combined"]
         assert counted["positives"] == 24 and 0 <= counted["unchanged"] <= 24
@@ -281,6 +378,25 @@ def test_another_evaluation_setting_reuses_the_runs(reference, tmp_path, unoptim
     assert len(list((wd / "runs" / "pixel" / "evals").glob("test-*.json"))) == 2
 
 
+def test_more_training_seeds_reuse_seed_0_and_train_the_others(reference, tmp_path):
+    wd = eh.copy_workdir(reference, tmp_path / "w")
+    code, _, err = eh.cli([*SMALL, f"--workdir={wd}", "--config.models=pixel",
+                           "--config.train.seeds=2"])  # fmt: skip
+    assert code == 0, err
+    f, ref = eh.findings(wd), eh.findings(reference)
+    pixel = f["rows"][0]
+    assert f["seeds"] == pixel["seeds"] == 2 and f["one_seed_reason"] == ""
+    assert [s["seed"] for s in pixel["per_seed"]] == [0, 1]
+    assert pixel["per_seed"][0] == ref["rows"][0]["per_seed"][0]  # seed 0: the same run
+    assert (wd / "runs" / "pixel_seed1" / "selection").is_dir()
+    assert pixel["dev"] == pytest.approx(np.mean([s["dev"] for s in pixel["per_seed"]]))
+    clean = pixel["robustness"][0]
+    assert clean["seeds"]["values"] == pytest.approx([s["test"] for s in pixel["per_seed"]])
+    assert clean["spearman"] == pytest.approx(np.mean(clean["seeds"]["values"]))
+    page = (wd / "report.md").read_text()
+    assert "2 training seeds per encoder" in page and "over training seeds" in page
+
+
 def _write_stsb(path, n, seed, bad_line=None):
     rng = np.random.default_rng(seed)
     words = "cat dog bird fish tree house road car boat sun moon star".split()
@@ -310,6 +426,7 @@ def _stsb_args(tmp_path, train_pairs=40, bad_line=None, test_pairs=10):
         (["--config.stages.mae_ratio=0"], ["stages.mae_ratio"]),
         (["--config.stages.unsup_steps=-2"], ["stages.unsup_steps", ">= 0"]),
         (["--config.eval.typo_rates=(0.1,1.5)"], ["eval.typo_rates"]),
+        (["--config.eval.typo_seeds=0"], ["eval.typo_seeds", ">= 1"]),
         (["--config.models=pixel,bert"], ["models", "bert"]),
         (["--config.stages.unsup=typo,blur"], ["stages.unsup", "blur"]),
         (["--config.data.split_files.train=train.csv"], ["data.split_files", "'lee'"]),
@@ -383,5 +500,22 @@ def test_report_is_rendered_again_from_the_findings(reference, tmp_path):
     assert (wd / "report.md").read_text() == old
     assert "| pixel encoder (rendered text) |" in old and "figures/robustness.png" in old
     assert "| reference: TF-IDF bag of words (no training) |" in old
+    assert "One training seed per encoder (too large for 3 seeds" in old
+    assert report.OLD_NOTE not in old and "95% paired bootstrap interval" in old
     for name in ("robustness.png", "rendered_examples.png"):
         assert (wd / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_old_findings_render_as_before_with_the_one_seed_note():
+    from lexlm.paths import as_path, read_json
+
+    folder = as_path(report.__file__).parent / "findings"
+    old = read_json(folder / "stsb.json")["findings"]  # made before seeds and intervals
+    assert not report.has_intervals(old)
+    assert report.has_intervals(read_json(folder / "tiny.json")["findings"])  # rerun since
+    body = report._body(old)
+    assert body[0] == report.OLD_NOTE == "One seed; no interval recorded in this finding."
+    rows = old["rows"]
+    assert body == [report.OLD_NOTE, "", *report.table(rows), "",
+                    *report._typo_sentences(rows, old["typo_rates"]),
+                    *report._clean_sentences(rows)]  # fmt: skip

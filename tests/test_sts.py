@@ -348,3 +348,29 @@ def test_tfds_source_offline_and_hidden_scores_are_refused(tmp_path):
     with tfds.testing.mock_data(**mock):
         with pytest.raises(ConfigError, match=r"^data\.splits\.test: .*unlabelled"):
             sentence_data(c)
+
+
+# --- the per-draw Spearman metric and its bootstrap over pairs --------------------------------
+
+
+def test_mean_spearman_of_averages_each_draws_spearman_on_known_answers():
+    from lexlm.eval.intervals import bootstrap_interval
+
+    gold = np.arange(10, dtype=np.float64)
+    swapped = gold.copy()
+    swapped[[3, 4]] = swapped[[4, 3]]  # one adjacent swap: rho = 1 - 6 * 2 / (10 * 99)
+    cos = np.stack([gold, -gold, swapped], axis=1)
+    per = sts.per_draw_spearman(cos, gold)
+    assert per == pytest.approx([100.0, -100.0, 100 * (1 - 12 / 990)])
+    metric = sts.mean_spearman_of("cos", "gold")
+    assert metric({"cos": cos, "gold": gold}) == pytest.approx((100 * (1 - 12 / 990)) / 3)
+    # not the ensemble: the Spearman of the draws' mean cosine would be ~ +100 here
+    assert sts.spearman(cos.mean(axis=1), gold) * 100 > 90
+    # a perfect ranking stays perfect on every resample of the pairs (repeated pairs tie on
+    # both sides), so its interval is the single point 100
+    band = bootstrap_interval(metric, {"cos": gold[:, None], "gold": gold})
+    assert (band["value"], band["lo"], band["hi"], band["units"]) == (100.0, 100.0, 100.0, 10)
+    # a constant draw has no Spearman: it is left out of the mean, not averaged in as nan
+    assert metric({"cos": np.stack([gold, np.ones(10)], axis=1), "gold": gold}) == 100.0
+    with pytest.raises(ValueError, match="disagree"):
+        sts.per_draw_spearman(np.zeros((4, 2)), gold)

@@ -129,27 +129,36 @@ def mean_offdiagonal_cosine(x: np.ndarray) -> float:
     return float((gram.sum() - np.trace(gram)) / (n * (n - 1)))
 
 
-def sts_scores(embed: EmbedFn, pairs: Pairs, batch: int = 256) -> dict[str, float]:
-    """``{"spearman", "pearson", "n", "anisotropy"}`` for ``pairs``.
+def sts_scores(embed: EmbedFn, pairs: Pairs, batch: int = 256) -> dict:
+    """``{"spearman", "pearson", "cos", "n", "anisotropy"}`` for ``pairs``.
 
     Each distinct sentence (either side) is embedded once. Spearman and Pearson (x100) are
-    between the pairs' cosines and the gold scores. ``anisotropy`` is the mean cosine between
-    the embeddings of different sentences: the distinct left sentences of the first
+    between the pairs' cosines (``cos``, [N]) and the gold scores. ``anisotropy`` is the mean
+    cosine between the embeddings of different sentences: the distinct left sentences of the first
     ``ANISOTROPY_PAIRS`` pairs (near 1 = the embeddings crowd into a narrow cone).
     """
     n = len(pairs)
     vectors = embed_texts(embed, list(pairs.left) + list(pairs.right), batch)
     cos = cosine_rows(vectors[:n], vectors[n:]) if n else np.zeros(0)
+    return _scored(cos, pairs.scores) | {
+        "n": n,
+        "anisotropy": _anisotropy(vectors, pairs) if n else float("nan"),
+    }
+
+
+def _scored(cos: np.ndarray, gold) -> dict:
+    """Spearman and Pearson x 100 of per-pair cosines against the gold scores, and the
+    cosines themselves (``cos``, float64 [N]: the test units of ``mean_spearman_of``)."""
+    return {"spearman": 100.0 * spearman(cos, gold), "pearson": 100.0 * pearson(cos, gold),
+            "cos": np.asarray(cos, np.float64)}  # fmt: skip
+
+
+def _anisotropy(vectors: np.ndarray, pairs: Pairs) -> float:
     first_row: dict[str, int] = {}
     for k, text in enumerate(pairs.left[:ANISOTROPY_PAIRS]):
         first_row.setdefault(text, k)
     rows = np.asarray(list(first_row.values()), np.int64)
-    return {
-        "spearman": 100.0 * spearman(cos, pairs.scores),
-        "pearson": 100.0 * pearson(cos, pairs.scores),
-        "n": n,
-        "anisotropy": mean_offdiagonal_cosine(vectors[rows]) if n else float("nan"),
-    }
+    return mean_offdiagonal_cosine(vectors[rows])
 
 
 def doc_embeddings(
@@ -173,17 +182,47 @@ def doc_embeddings(
 
 def doc_similarity_scores(
     embed: EmbedFn, sim: DocSimilarity, max_chars: int, batch: int = 256
-) -> dict[str, float]:
-    """``{"spearman", "pearson", "n"}``: correlations (x100) between the cosine of each
-    pair's document embeddings (``doc_embeddings``) and the human scores; n = pairs."""
+) -> dict:
+    """``{"spearman", "pearson", "cos", "n"}``: correlations (x100) between the cosine
+    (``cos``) of each pair's document embeddings (``doc_embeddings``) and the human scores;
+    n = pairs."""
     vectors = doc_embeddings(embed, sim.docs, max_chars, batch)
     i, j = sim.pairs[:, 0], sim.pairs[:, 1]
     cos = cosine_rows(vectors[i], vectors[j])
-    return {
-        "spearman": 100.0 * spearman(cos, sim.scores),
-        "pearson": 100.0 * pearson(cos, sim.scores),
-        "n": len(sim.scores),
-    }
+    return _scored(cos, sim.scores) | {"n": len(sim.scores)}
+
+
+def mean_spearman_of(pred: str, gold: str):
+    """A metric of per-pair units (``lexlm.eval.intervals``): ``units[pred]`` is [N, D], the
+    cosines of N pairs under D draws (training seeds, or training seeds x typo draws),
+    ``units[gold]`` [N] the human scores; the metric is the mean over the D draws of each
+    draw's Spearman x 100 (nan draws left out; nan when all are). Each draw is scored as one
+    model on one typo draw, so the value is what one such draw is expected to score, not the
+    score of the cosines averaged over draws (which would be an ensemble, and higher).
+
+        units = {"cos": cos_n_by_d, "gold": scores}
+        bootstrap_interval(mean_spearman_of("cos", "gold"), units)  # resamples the pairs
+    """
+
+    def metric(units) -> float:
+        values = per_draw_spearman(units[pred], units[gold])
+        finite = values[np.isfinite(values)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    return metric
+
+
+def per_draw_spearman(cos, gold) -> np.ndarray:
+    """[D] Spearman x 100 of each column of ``cos`` ([N, D], or [N] for one draw) against
+    ``gold`` [N]. ValueError when the shapes disagree."""
+    cos = np.asarray(cos, np.float64)
+    cos = cos[:, None] if cos.ndim == 1 else cos
+    gold = np.asarray(gold, np.float64)
+    if cos.ndim != 2 or gold.ndim != 1 or len(cos) != len(gold):
+        raise ValueError(
+            f"per-pair cosines {cos.shape} and gold scores {gold.shape} disagree: want [N, D], [N]"
+        )
+    return np.array([100.0 * spearman(cos[:, d], gold) for d in range(cos.shape[1])])
 
 
 _WORD = re.compile(r"\w+")

@@ -31,7 +31,16 @@ directory) is a ``SentenceEncoder`` (``lexlm.nn.vit``) of the same width, depth,
 length, trained through the stages of ``lexlm.proj.pixel.stages`` into its own run directory
 ``W/runs/<model>`` (run kind ``encoder``). Every checkpoint from the soup on is scored on the
 validation judgements; the best is kept and scored on test, clean and with character typos at
-``eval.typo_rates`` in every text. Test never chooses anything.
+``eval.typo_rates`` in every text, ``eval.typo_seeds`` typo draws per rate. Test never chooses
+anything.
+
+``train.seeds = S`` trains each encoder S times, copy s with ``train.seed + s`` (its data
+order, initialisation and perturbations), each in its own run directory (``W/runs/<model>``
+for copy 0, ``W/runs/<model>_seed<s>`` for the others), each choosing its own checkpoint on
+validation; every copy is scored under every typo draw. The findings give each score as the
+mean over copies x draws of the per-draw Spearman, with a 95% bootstrap interval over the
+test pairs and the spread over copies and over typo draws (``lexlm.proj.pixel.evaluate.
+summarize``). The tiny variant keeps one copy (``eval.one_seed_reason`` says why).
 
 ``sentences.*`` say how the data becomes training text: ``max_chars`` (sentences and document
 chunks are cut to it), ``sup_min_score`` (train pairs at least this similar are positives),
@@ -80,10 +89,14 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
     c.train.update(batch_size=32, lr=2e-3, warmup_steps=10, log_every=10, ckpt_every=50, keep=1)
     c.train.update(progress=False, tensorboard=False, weight_decay=0.0)
     c.eval = ml_collections.ConfigDict(
-        dict(split="test", typo_rates=(0.05, 0.1, 0.2), seed=0, batch=128, examples=3)
-    )
+        dict(split="test", typo_rates=(0.05, 0.1, 0.2), seed=0, batch=128, examples=3,
+             typo_seeds=5, one_seed_reason="")
+    )  # fmt: skip
     if arg == "tiny":
-        pass
+        # one training seed: the main job runs this variant, and 3 seeds would not fit its
+        # time budget; the typo draws and the bootstrap over pairs are still there
+        c.train.seeds = 1
+        c.eval.one_seed_reason = "too large for 3 seeds within the main job's time budget"
     elif arg == "stsb":
         c.data.source = "files"
         c.data.format = "stsb"
@@ -91,6 +104,7 @@ def get_config(arg: str | None = "tiny") -> ml_collections.ConfigDict:
         c.tokenizer.vocab_size = 8000
         c.stages.update(unsup_steps=100, topical_steps=0, sup_steps=400)
         c.train.update(batch_size=64, lr=1e-3, warmup_steps=50, log_every=50, ckpt_every=100)
+        c.train.seeds = 3
     else:
         raise checks.unknown_variant("pixel", arg, VARIANTS)
     return c
@@ -210,6 +224,8 @@ def _validate_eval(c) -> None:
     checks.integer(e.seed, "eval.seed", minimum=0)
     checks.integer(e.batch, "eval.batch", minimum=1)
     checks.integer(e.examples, "eval.examples", minimum=0)
+    checks.integer(e.typo_seeds, "eval.typo_seeds", minimum=1)
+    checks.integer(c.train.seeds, "train.seeds", minimum=1)
 
 
 def validate(c) -> None:

@@ -74,17 +74,117 @@ def with_typos(target, rate: float, seed: int):
     return dataclasses.replace(target, left=tuple(left), right=tuple(right))
 
 
+def typo_seed(seed: int, rate_index: int, draw: int) -> int:
+    """The seed of typo draw ``draw`` at the ``rate_index``-th rate (draw 0: the one draw
+    evaluated before there were several). The right side of a pair uses it + 1."""
+    return int(seed) + 2 * (int(rate_index) + 1) + 1000 * int(draw)
+
+
 def robustness(embed: Callable, target, rates: Sequence[float], seed: int, max_chars: int,
-               clean: float | None = None) -> list[dict]:  # fmt: skip
-    """Rows {rate, spearman, drop} for rate 0 (clean: ``clean`` if given) and each of
-    ``rates``; drop = clean Spearman minus the perturbed one (positive = worse under typos)."""
+               clean: dict | None = None, typo_seeds: int = 1) -> list[dict]:  # fmt: skip
+    """Rows {rate, spearman, drop, draws, cos} for rate 0 (clean: ``clean``, a ``score``
+    result, if given) and each of ``rates``, each rate scored on ``typo_seeds`` typo draws
+    (``typo_seed``): ``draws`` the Spearman x 100 of each, ``spearman`` their mean, ``drop``
+    the clean Spearman minus it (positive = worse under typos), ``cos`` the per-pair cosines
+    ([N, draws] as lists: the test units of ``summarize``)."""
     if clean is None:
-        clean = score(embed, target, max_chars)["spearman"]
-    rows = [{"rate": 0.0, "spearman": clean, "drop": 0.0}]
+        clean = score(embed, target, max_chars)
+    c = clean["spearman"]
+    rows = [{"rate": 0.0, "spearman": c, "drop": 0.0, "draws": [c],
+             "cos": _columns([clean["cos"]])}]  # fmt: skip
     for k, rate in enumerate(r for r in rates if r > 0):
-        s = score(embed, with_typos(target, float(rate), seed + 2 * (k + 1)), max_chars)
-        rows.append({"rate": float(rate), "spearman": s["spearman"], "drop": clean - s["spearman"]})
+        got = [score(embed, with_typos(target, float(rate), typo_seed(seed, k, j)), max_chars)
+               for j in range(int(typo_seeds))]  # fmt: skip
+        draws = [g["spearman"] for g in got]
+        mean = float(np.mean(draws))
+        rows.append({"rate": float(rate), "spearman": mean, "drop": c - mean, "draws": draws,
+                     "cos": _columns([g["cos"] for g in got])})  # fmt: skip
     return rows
+
+
+def _columns(cols: Sequence[np.ndarray]) -> list[list[float]]:
+    return np.stack([np.asarray(x, np.float64) for x in cols], axis=1).tolist()
+
+
+def gold_scores(target) -> list[float]:
+    """The human score of each judged pair (the units' gold side)."""
+    return np.asarray(target.scores, np.float64).tolist()
+
+
+def summarize(evals: Sequence[Sequence[dict]], gold: Sequence[float]) -> list[dict]:
+    """The robustness rows of S training seeds' evaluations (each a ``robustness`` list, on
+    the same pairs), over test units = pairs: per rate, ``spearman`` = the mean over the
+    seeds x typo draws of each draw's Spearman x 100 (``sts.mean_spearman_of``), ``lo``/``hi``
+    its 95% bootstrap interval over pairs, ``drop`` = clean minus it with ``drop_lo``/
+    ``drop_hi`` the paired interval (the same resampled pairs for both), ``seeds`` the spread
+    over training seeds (each seed's mean over its typo draws), ``typo_seeds`` the spread over
+    typo draws (each draw's mean over the seeds)."""
+    from lexlm.eval import intervals
+    from lexlm.eval.sts import mean_spearman_of
+
+    metric = mean_spearman_of("cos", "gold")
+    per_rate = rate_units(evals, gold)
+    clean = per_rate[0]["units"]
+    out = []
+    for item in per_rate:
+        units, rate = item["units"], item["rate"]
+        band = intervals.bootstrap_interval(metric, units)
+        drop = intervals.compare(metric, clean, units)
+        draws = np.asarray(item["draws"], np.float64)  # [S, T]
+        out.append({
+            "rate": rate, "spearman": band["value"], "lo": band["lo"], "hi": band["hi"],
+            "drop": drop["diff"], "drop_lo": drop["lo"], "drop_hi": drop["hi"],
+            "seeds": intervals.seed_spread(draws.mean(axis=1).tolist()),
+            "typo_seeds": intervals.seed_spread(draws.mean(axis=0).tolist()),
+        })  # fmt: skip
+    return out
+
+
+def rate_units(evals: Sequence[Sequence[dict]], gold: Sequence[float]) -> list[dict]:
+    """Per rate {rate, units: {"cos": [N, S x T] (seed-major), "gold": [N]}, draws: [S, T]
+    Spearmans}, from S seeds' ``robustness`` lists; a ValueError when they disagree on the
+    rates, the draws or the pairs."""
+    if not evals:
+        raise ValueError("summarize: no evaluations")
+    rates = [r["rate"] for r in evals[0]]
+    out = []
+    for k, rate in enumerate(rates):
+        rows = [e[k] for e in evals]
+        if any(r["rate"] != rate or len(r["draws"]) != len(rows[0]["draws"]) for r in rows):
+            raise ValueError("summarize: the seeds were scored at other rates or typo draws")
+        cos = np.concatenate([np.asarray(r["cos"], np.float64) for r in rows], axis=1)
+        if len(cos) != len(gold):
+            raise ValueError(f"summarize: {len(cos)} scored pairs against {len(gold)} gold")
+        out.append({"rate": rate, "units": {"cos": cos, "gold": np.asarray(gold, np.float64)},
+                    "draws": [r["draws"] for r in rows]})  # fmt: skip
+    return out
+
+
+def comparisons(
+    a: Sequence[Sequence[dict]], b: Sequence[Sequence[dict]], gold: Sequence[float]
+) -> list[dict]:
+    """Per rate, model a against model b on the same pairs (paired bootstrap, ``intervals.
+    compare``): ``spearman`` compares the scores (a - b; higher is better), ``drop`` the
+    losses under typos (a's clean-minus-typo minus b's; lower is better; absent at rate 0)."""
+    from lexlm.eval import intervals
+    from lexlm.eval.sts import mean_spearman_of
+
+    metric = mean_spearman_of("cos", "gold")
+    ua, ub = rate_units(a, gold), rate_units(b, gold)
+
+    def drop(units):
+        return metric({"cos": units["clean"], "gold": units["gold"]}) - metric(units)
+
+    out = []
+    for k, (ra, rb) in enumerate(zip(ua, ub)):
+        row = {"rate": ra["rate"], "spearman": intervals.compare(metric, ra["units"], rb["units"])}
+        if k:
+            both = [
+                {**r["units"], "clean": c["units"]["cos"]} for r, c in ((ra, ua[0]), (rb, ub[0]))
+            ]
+            row["drop"] = intervals.compare(drop, *both)
+        out.append(row)
+    return out
 
 
 def typo_rates(cfg) -> tuple[float, ...]:
@@ -141,8 +241,12 @@ def restore_encoder(run_dir, cfg, enc_cfg, global_step: int) -> tuple[dict, str]
 
 def settings(cfg) -> dict:
     """The evaluation settings that change its numbers (with the run, split and step)."""
-    return {"typo_rates": list(typo_rates(cfg)), "seed": int(cfg.eval.seed),
-            "batch": int(cfg.eval.batch)}  # fmt: skip
+    return {
+        "typo_rates": list(typo_rates(cfg)),
+        "seed": int(cfg.eval.seed),
+        "batch": int(cfg.eval.batch),
+        "typo_seeds": int(cfg.eval.get("typo_seeds", 1)),
+    }
 
 
 def evaluate_run(
@@ -174,13 +278,20 @@ def evaluate_run(
         max_chars, batch = int(cfg.sentences.max_chars), int(cfg.eval.batch)
         embed = embedder(enc_cfg, params, features, batch)
         clean = score(embed, target, max_chars)
-        rows = robustness(embed, target, typo_rates(cfg), int(cfg.eval.seed), max_chars,
-                          clean=clean["spearman"])  # fmt: skip
+        rows = robustness(
+            embed,
+            target,
+            typo_rates(cfg),
+            int(cfg.eval.seed),
+            max_chars,
+            clean=clean,
+            typo_seeds=int(cfg.eval.get("typo_seeds", 1)),
+        )
         no_head = score(embedder(enc_cfg, params, features, batch, head=False), target,
                         max_chars)  # fmt: skip
         return {"split": split, "step": step, "stage": stage, "spearman": clean["spearman"],
                 "pearson": clean["pearson"], "spearman_no_head": no_head["spearman"],
-                "pairs": target_size(target), "robustness": rows,
+                "pairs": target_size(target), "robustness": rows, "gold": gold_scores(target),
                 "features": features.stats()}  # fmt: skip
 
     return store.evaluation(run_dir, split, step, settings(cfg), compute)

@@ -304,6 +304,174 @@ def _count_lines(rows: Sequence[dict]) -> list[str]:
     return [*out, ""] if out else []
 
 
+OLD_NOTE = "One seed; no interval recorded in this finding."
+
+
+def has_intervals(f: dict) -> bool:
+    """Whether a finding was made under the seeds + intervals protocol (older ones were not:
+    they render as before, with ``OLD_NOTE``)."""
+    return all("seeds" in r for r in f["rows"])
+
+
+def _pm(value: float, lo: float, hi: float) -> str:
+    from lexlm.eval.intervals import plus_minus
+
+    return plus_minus(value, lo, hi, 1)
+
+
+def _selected(row: dict) -> str:
+    from collections import Counter
+
+    picks = Counter(f"{r['stage']} step {r['step']}" for r in row["per_seed"])
+    if len(row["per_seed"]) == 1:
+        return next(iter(picks))
+    return ", ".join(f"{k} ({n} of {len(row['per_seed'])})" for k, n in picks.items())
+
+
+def interval_table(rows: Sequence[dict]) -> list[str]:
+    """Value ± half the 95% bootstrap interval over test pairs; drops with their paired
+    interval; dev counterparts of every test column."""
+    rates = [r["rate"] for r in rows[0]["robustness"][1:]] if rows else []
+    head = " | ".join(f"test at {100 * r:g}% typos (drop)" for r in rates)
+    lines = [
+        "| model | test Spearman | test, no head | dev Spearman | dev, no head | selected on dev "
+        f"| {head} | parameters |",
+        "|---|---|---|---|---|---|" + "---|" * len(rates) + "---|",
+    ]
+    for r in rows:
+        cells = " | ".join(
+            f"{_pm(x['spearman'], x['lo'], x['hi'])} "
+            f"({x['drop']:+.1f} ± {(x['drop_hi'] - x['drop_lo']) / 2:.1f})"
+            for x in r["robustness"][1:]
+        )
+        ref = r.get("reference", False)
+        no_head = "-" if ref else f"{r['test_no_head']:.1f}"
+        dev_no_head = "-" if ref else f"{r['dev_no_head']:.1f}"
+        chosen = "-" if ref else _selected(r)
+        lines.append(
+            f"| {NAMES.get(r['model'], r['model'])} | {_pm(r['test'], r['test_lo'], r['test_hi'])}"
+            f" | {no_head} | {r['dev']:.1f} | {dev_no_head} | {chosen} | {cells} | "
+            f"{r['params']:,} |"
+        )
+    return lines
+
+
+def _spread(s: dict, one: str) -> str:
+    if s["n"] < 2:
+        return one
+    return f"sd {s['sd']:.1f} ({s['min']:.1f} to {s['max']:.1f}, {s['n']})"
+
+
+def spread_table(rows: Sequence[dict]) -> list[str]:
+    """The spread of each score over training seeds and over typo draws."""
+    lines = ["| model | typos | over training seeds | over typo draws |", "|---|---|---|---|"]
+    for r in rows:
+        for x in r["robustness"]:
+            typo = "-" if x["rate"] == 0 else _spread(x["typo_seeds"], "one draw")
+            seeds = "- (no training)" if r.get("reference") else _spread(x["seeds"], "one seed")
+            lines.append(f"| {SHORT.get(r['model'], r['model'])} | {100 * x['rate']:g}% | "
+                         f"{seeds} | {typo} |")  # fmt: skip
+    return lines
+
+
+def _protocol(f: dict) -> str:
+    seeds, draws = f["seeds"], f["typo_seeds"]
+    if seeds == 1:
+        who = "One training seed per encoder"
+        if f.get("one_seed_reason"):
+            who += f" ({f['one_seed_reason']})"
+    else:
+        who = f"{seeds} training seeds per encoder"
+    return (
+        f"{who}, each choosing its checkpoint on dev; {draws} typo draws per rate, every draw "
+        "scored for every seed. Each score is the mean over seeds x draws of each draw's "
+        "Spearman x 100, ± half its 95% bootstrap interval over the test pairs (1,000 "
+        "resamples of the pairs; a drop's interval is paired: clean and typo'd on the same "
+        "resampled pairs). An ordering is stated only where the paired interval of the "
+        "difference excludes 0."
+    )
+
+
+def _verdict(cmp: dict, lower_is_better: bool, better: str, worse: str, tie: str) -> str:
+    from lexlm.eval.intervals import fmt_interval, ordered
+
+    what = f"difference {fmt_interval(cmp, 1)}, 95% paired bootstrap interval"
+    side = ordered(cmp, lower_is_better)
+    if side == "tied":
+        return f"{tie} are tied at this budget ({what} includes 0)"
+    return f"{better if side == 'a' else worse} ({what})"
+
+
+def comparison_sentences(f: dict) -> list[str]:
+    """Pixel against subword (clean, and the drop at each rate), each encoder's clean against
+    typo'd scores, and each encoder against TF-IDF: orderings only outside the interval."""
+    cmp = f.get("comparisons", {})
+    out = []
+    pvt = cmp.get("pixel_vs_token")
+    if pvt:
+        clean = pvt[0]["spearman"]
+        out.append("- Clean: " + _verdict(
+            clean, False, "the pixel encoder scores above the subword encoder",
+            "the pixel encoder scores below the subword encoder",
+            "the pixel and the subword encoder") + ".")  # fmt: skip
+        for row in pvt[1:]:
+            rate = f"{100 * row['rate']:g}%"
+            out.append(f"- Loss under {rate} typos: " + _verdict(
+                row["drop"], True, "the pixel encoder loses less than the subword encoder "
+                "(the paper's direction)", "the pixel encoder loses more than the subword "
+                "encoder", "the two encoders' losses") + ".")  # fmt: skip
+    for r in f["rows"]:
+        name = SHORT.get(r["model"], r["model"])
+        parts = []
+        for x in r["robustness"][1:]:
+            d = {"diff": x["drop"], "lo": x["drop_lo"], "hi": x["drop_hi"]}
+            word = ("lower typo'd" if d["lo"] > 0 else "higher typo'd" if d["hi"] < 0
+                    else "tied at this budget")  # fmt: skip
+            parts.append(f"{100 * x['rate']:g}% {x['drop']:+.1f} [{x['drop_lo']:+.1f}, "
+                         f"{x['drop_hi']:+.1f}] ({word})")  # fmt: skip
+        if parts:
+            out.append(f"- {name[0].upper()}{name[1:]}: clean minus typo'd, by rate: "
+                       f"{'; '.join(parts)}.")  # fmt: skip
+    for key, value in cmp.items():
+        if key.endswith("_vs_tfidf"):
+            name = SHORT[key.split("_vs_")[0]]
+            out.append("- Clean against TF-IDF: " + _verdict(
+                value[0]["spearman"], False, f"{name} scores above TF-IDF",
+                f"{name} scores below TF-IDF", f"{name} and TF-IDF") + ".")  # fmt: skip
+    return out
+
+
+def _encoder_lines(rows: Sequence[dict]) -> list[str]:
+    """Each encoder's validation path (copy 0's selection records) and the no-head scores."""
+    out = []
+    for r in rows:
+        if r.get("reference"):
+            continue
+        finals = {e["stage"]: e for e in r["evals"] if e["stage"].startswith("unsup_")}
+        soup = next((e for e in r["evals"] if e["stage"] == "soup"), None)
+        parts = [f"{e['stage'][len('unsup_') :]} {e['dev']:.1f}" for e in finals.values()]
+        line = f"- {SHORT[r['model']][0].upper()}{SHORT[r['model']][1:]} (seed 0): dev "
+        if parts:
+            line += f"after each perturbation run {', '.join(parts)}; "
+        if soup is not None:
+            line += f"soup {soup['dev']:.1f}; "
+        line += (f"selected {r['stage']} step {r['step']}. Without the pooling head "
+                 "(Pixel-Linguist's `PIXELForRepresentation`), over the seeds: "
+                 f"{r['dev_no_head']:.1f} on dev, {r['test_no_head']:.1f} on test (the head "
+                 f"is kept either way: selection used the head's dev score).")  # fmt: skip
+        out.append(line)
+    return out
+
+
+def _body(f: dict) -> list[str]:
+    if not has_intervals(f):
+        rows = f["rows"]
+        return [OLD_NOTE, "", *table(rows), "", *_typo_sentences(rows, f["typo_rates"]),
+                *_clean_sentences(rows)]  # fmt: skip
+    return [_protocol(f), "", *interval_table(f["rows"]), "", *spread_table(f["rows"]), "",
+            *comparison_sentences(f), *_encoder_lines(f["rows"])]  # fmt: skip
+
+
 def render(findings: dict, provenance: dict, figures) -> str:
     f = findings
     m = f["model"]
@@ -314,10 +482,7 @@ def render(findings: dict, provenance: dict, figures) -> str:
         f"{_training(f)}. Stages: {plans}. Scored on {_target(f)}: Spearman x 100 of cosine "
         "similarity; each model's checkpoint is chosen on dev, test reported.",
         "",
-        *table(f["rows"]),
-        "",
-        *_typo_sentences(f["rows"], f["typo_rates"]),
-        *_clean_sentences(f["rows"]),
+        *_body(f),
         *_input_sentences(f),
         "",
         *_count_lines(f["rows"]),
@@ -388,8 +553,12 @@ def plot_robustness(curves: dict[str, list[dict]]) -> bytes:
 
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for name, rows in curves.items():
-        ax.plot([100 * r["rate"] for r in rows], [r["spearman"] for r in rows], marker="o",
-                label=NAMES.get(name, name))  # fmt: skip
+        x, y = [100 * r["rate"] for r in rows], [r["spearman"] for r in rows]
+        if all("lo" in r for r in rows):  # the 95% bootstrap interval over test pairs
+            err = [[r["spearman"] - r["lo"] for r in rows], [r["hi"] - r["spearman"] for r in rows]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=NAMES.get(name, name))
+        else:
+            ax.plot(x, y, marker="o", label=NAMES.get(name, name))
     ax.set_xlabel("character typos (% of letters)")
     ax.set_ylabel("test Spearman x100")
     ax.set_title("Similarity under typos", fontsize=10)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -31,14 +32,28 @@ def _absolute(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path)) if path else path
 
 
-def encoder_run_config(c, kind: str) -> ml_collections.ConfigDict:
-    """The run config of one encoder: the experiment's fields that shape this model (the other
-    model's own fields dropped, so changing them leaves this run valid) and its data files as
-    absolute paths (the run is evaluated from its own config wherever it is moved)."""
+def n_seeds(c) -> int:
+    """``train.seeds``: how many copies of each encoder are trained (1 when absent)."""
+    return int(c.train.get("seeds", 1))
+
+
+def seed_run_name(kind: str, seed_index: int) -> str:
+    """The run directory name of copy ``seed_index`` of an encoder: ``pixel``, ``pixel_seed1``."""
+    return kind if int(seed_index) == 0 else f"{kind}_seed{int(seed_index)}"
+
+
+def encoder_run_config(c, kind: str, seed_index: int = 0) -> ml_collections.ConfigDict:
+    """The run config of copy ``seed_index`` of one encoder: the experiment's fields that shape
+    this model (the other model's own fields dropped, so changing them leaves this run valid),
+    ``train.seed`` + ``seed_index`` as its seed and one seed per run (copy 0's config is the
+    one-seed experiment's, so its run stays valid when ``train.seeds`` grows), and its data
+    files as absolute paths (the run is evaluated from its own config wherever it is moved)."""
     from lexlm.data.config import as_list
 
     r = ml_collections.ConfigDict(c.copy_and_resolve_references().to_dict())  # unlocked
     del r["models"]
+    r.train.seed = int(c.train.seed) + int(seed_index)
+    r.train.seeds = 1
     r.kind = "encoder"
     r.encoder = kind
     for name in TOKEN_ONLY if kind == "pixel" else PIXEL_ONLY:
@@ -193,21 +208,25 @@ def train_encoder(cfg, run_dir, data, timings: dict | None = None, tokenizer=Non
         select.close()
 
 
-def reference_row(c, data) -> dict:
+def reference_row(c, data) -> tuple[dict, list]:
     """Bag-of-words TF-IDF (idf from the training text; no training, no parameters): what the
-    similarity judgements reward without any learning."""
+    similarity judgements reward without any learning, under the same typo draws. Returns
+    (its findings row, its ``robustness`` list with the per-pair cosines)."""
     from lexlm.eval.sts import tfidf_embedder
-    from lexlm.proj.pixel.evaluate import robustness, score, typo_rates
+    from lexlm.proj.pixel.evaluate import gold_scores, robustness, score, summarize, typo_rates
 
     texts = [" ".join(d) for d in data.docs] if data.docs else data.sentences
     embed = tfidf_embedder(texts)
     max_chars = int(c.sentences.max_chars)
     clean = score(embed, data.test, max_chars)
     rows = robustness(embed, data.test, typo_rates(c), int(c.eval.seed), max_chars,
-                      clean=clean["spearman"])  # fmt: skip
+                      clean=clean, typo_seeds=int(c.eval.typo_seeds))  # fmt: skip
     dev = score(embed, data.dev, max_chars)["spearman"]
+    summary = summarize([rows], gold_scores(data.test))
     return {"model": "tfidf", "reference": True, "dev": dev, "test": clean["spearman"],
-            "test_pearson": clean["pearson"], "robustness": rows, "params": 0}  # fmt: skip
+            "test_lo": summary[0]["lo"], "test_hi": summary[0]["hi"],
+            "test_pearson": clean["pearson"], "robustness": summary, "params": 0,
+            "seeds": 1, "typo_seeds": int(c.eval.typo_seeds)}, rows  # fmt: skip
 
 
 def example_rows(c, sentences) -> list[dict]:
@@ -271,56 +290,112 @@ def masked_duplicates(cfg, run_dir, kind: str) -> dict:
     return out
 
 
-def model_row(cfg, run_dir, chosen: dict, vocab_size: int) -> dict:
+def seed_row(cfg, run_dir, chosen: dict) -> tuple[dict, dict]:
+    """(copy's record, its test evaluation) of one trained copy: the checkpoint it chose on
+    validation, scored on validation (with and without the head) and on test."""
     from lexlm.proj.pixel.evaluate import evaluate_run
+
+    dev = evaluate_run(run_dir, split="validation", step=chosen["global_step"])
+    test = evaluate_run(run_dir, split="test", step=chosen["global_step"])
+    record = {"seed": int(cfg.train.seed), "stage": chosen["stage"], "step": chosen["step"],
+              "global_step": chosen["global_step"], "dev": chosen["dev"],
+              "dev_no_head": dev["spearman_no_head"], "test": test["spearman"],
+              "test_no_head": test["spearman_no_head"],
+              "test_pearson": test["pearson"]}  # fmt: skip
+    return record, test
+
+
+def model_row(cfgs, run_dirs, chosen: Sequence[dict], vocab_size: int) -> tuple[dict, list]:
+    """(findings row, the copies' test robustness lists) of one encoder's S copies: means over
+    the copies, each score's interval over the test pairs (``evaluate.summarize``); the
+    counts, features and selection records are copy 0's."""
+    from lexlm.proj.pixel.evaluate import summarize
     from lexlm.proj.pixel.selection import read_records
 
-    test = evaluate_run(run_dir, split="test", step=chosen["global_step"])
+    seeds = [seed_row(cfg, d, ch) for cfg, d, ch in zip(cfgs, run_dirs, chosen)]
+    records, tests = [r for r, _ in seeds], [t for _, t in seeds]
+    cfg, run_dir, first = cfgs[0], run_dirs[0], records[0]
     kind = str(cfg.encoder)
+    rows = summarize([t["robustness"] for t in tests], tests[0]["gold"])
+
+    def avg(key):
+        return float(np.mean([r[key] for r in records]))
+
     return {
         "model": kind,
-        "stage": chosen["stage"],
-        "step": chosen["step"],
-        "global_step": chosen["global_step"],
-        "dev": chosen["dev"],
-        "test": test["spearman"],
-        "test_pearson": test["pearson"],
-        "test_no_head": test["spearman_no_head"],
-        "robustness": test["robustness"],
+        "stage": first["stage"],
+        "step": first["step"],
+        "global_step": first["global_step"],
+        "seeds": len(records),
+        "typo_seeds": int(cfg.eval.typo_seeds),
+        "per_seed": records,
+        "dev": avg("dev"),
+        "dev_no_head": avg("dev_no_head"),
+        "test": rows[0]["spearman"],
+        "test_lo": rows[0]["lo"],
+        "test_hi": rows[0]["hi"],
+        "test_pearson": avg("test_pearson"),
+        "test_no_head": avg("test_no_head"),
+        "robustness": rows,
         "params": stages.encoder_config(cfg, kind, vocab_size).param_count(),
         "vocab_size": vocab_size,
-        "features": test["features"],
+        "features": tests[0]["features"],
         "evals": read_records(run_dir),
         "unchanged_perturbations": unchanged_perturbations(cfg, run_dir, kind),
         "masked_duplicates": masked_duplicates(cfg, run_dir, kind),
-    }
+    }, [t["robustness"] for t in tests]
 
 
 def run(c, wd: store.Workdir) -> dict:
     """Trains every model of ``c.models`` (resuming), scores each selected checkpoint on test
     next to the TF-IDF reference, and returns the findings."""
     from lexlm.proj.pixel.data import check_sizes, inputs, load
-    from lexlm.proj.pixel.evaluate import target_size, tokenizer_of, typo_rates
+    from lexlm.proj.pixel.evaluate import (
+        comparisons,
+        gold_scores,
+        target_size,
+        tokenizer_of,
+        typo_rates,
+    )
 
     names = model_names(c)
-    cfgs = {name: encoder_run_config(c, name) for name in names}
-    for name in names:  # before anything is read or written: a changed config is one line
-        store.check_run(wd.run(name), cfgs[name], inputs(cfgs[name]))
-    data = load(cfgs[names[0]])  # the run configs' data fields: loaded once for all
+    seeds = range(n_seeds(c))
+    runs = [(name, s) for name in names for s in seeds]
+    cfgs = {key: encoder_run_config(c, *key) for key in runs}
+    dirs = {key: wd.run(seed_run_name(*key)) for key in runs}
+    for key in runs:  # before anything is read or written: a changed config is one line
+        store.check_run(dirs[key], cfgs[key], inputs(cfgs[key]))
+    data = load(cfgs[runs[0]])  # the run configs' data fields: loaded once for all
     for name in names:
         check_sizes(c, data, name)
     built = None
-    if "token" in names and not (tokenizer_dir(wd.run("token")) / store.DIR_MARK).exists():
-        built = build_subword(cfgs["token"], data)
-    rows = []
+    if "token" in names and not all(
+        (tokenizer_dir(dirs["token", s]) / store.DIR_MARK).exists() for s in seeds
+    ):
+        built = build_subword(cfgs["token", 0], data)
+    rows, evals = [], {}
     for name in names:  # only now is anything written
-        timings = wd.timings.setdefault(name, {})
-        chosen = train_encoder(cfgs[name], wd.run(name), data, timings, built)
-        vocab = tokenizer_of(wd.run(name)).vocab_size if name == "token" else 0
-        rows.append(model_row(cfgs[name], wd.run(name), chosen, vocab))
-        if not timings:
-            del wd.timings[name]
-    rows.append(reference_row(c, data))
+        chosen = []
+        for s in seeds:
+            label = seed_run_name(name, s)
+            timings = wd.timings.setdefault(label, {})
+            chosen.append(train_encoder(cfgs[name, s], dirs[name, s], data, timings, built))
+            if not timings:
+                del wd.timings[label]
+        vocab = tokenizer_of(dirs[name, 0]).vocab_size if name == "token" else 0
+        row, evals[name] = model_row([cfgs[name, s] for s in seeds],
+                                     [dirs[name, s] for s in seeds], chosen, vocab)  # fmt: skip
+        rows.append(row)
+    ref, tfidf = reference_row(c, data)
+    evals["tfidf"] = [tfidf]  # one "seed": it has no training
+    rows.append(ref)
+    gold = gold_scores(data.test)
+    compared = {}
+    if "pixel" in evals and "token" in evals:
+        compared["pixel_vs_token"] = comparisons(evals["pixel"], evals["token"], gold)
+    for name in names:
+        compared[f"{name}_vs_tfidf"] = comparisons(evals[name], evals["tfidf"], gold)[:1]
+    reason = str(c.eval.get("one_seed_reason", "")) if n_seeds(c) == 1 else ""
     return {
         "source": str(c.data.source),
         "tfds_name": str(c.data.tfds_name) if c.data.source == "tfds" else "",
@@ -345,5 +420,9 @@ def run(c, wd: store.Workdir) -> dict:
         },
         "batch": int(c.train.batch_size),
         "typo_rates": list(typo_rates(c)),
+        "seeds": n_seeds(c),
+        "typo_seeds": int(c.eval.typo_seeds),
+        "one_seed_reason": reason,
+        "comparisons": compared,
         "examples": example_rows(c, data.sentences),
     }
