@@ -22,6 +22,15 @@ def test_the_check_command_fails_on_a_page_edited_by_hand(monkeypatch, tmp_path)
     assert page.read_text() == "# typed by hand\n"  # --check writes nothing
 
 
+def test_a_corrupt_findings_file_is_one_line(monkeypatch, tmp_path):
+    (tmp_path / "findings").mkdir()
+    (tmp_path / "findings" / "tiny.json").write_text('{"findings": {,')
+    monkeypatch.setattr(pages.registry, "project_dir", lambda project: str(tmp_path))
+    monkeypatch.setattr(pages, "findings_files", lambda project: ["tiny"])
+    code, out, err = eh.cli(["--pages", "--check"], entry="report")
+    eh.assert_one_line_error(code, err, "is not valid JSON")
+
+
 def test_commands_and_configs_name_data_by_a_placeholder():
     cmd = ("python -m lexlm.run --config x:y --workdir /a/b/results/run1 "
            "--config.data.files=/srv/shared/data/tinyshakespeare/input.txt")  # fmt: skip

@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 
+from lexlm.errors import DataError
 from lexlm.experiment import registry
 from lexlm.experiment.driver import Figures
 from lexlm.paths import as_path, read_json, write_json, write_text
@@ -79,9 +80,13 @@ def render_page(project: str, figures_folder=None) -> str:
     if not names:
         lines += ["No findings are committed yet.", ""]
     for name in names:
-        record = read_json(
-            os.path.join(registry.project_dir(project), FINDINGS_DIR, f"{name}.json")
-        )
+        path = os.path.join(registry.project_dir(project), FINDINGS_DIR, f"{name}.json")
+        try:
+            record = read_json(path)
+        except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
+            raise DataError(f"findings file {path} is not valid JSON ({e}); restore it from git")
+        if not isinstance(record, dict) or not {"findings", "provenance"} <= set(record):
+            raise DataError(f"findings file {path} has no 'findings' and 'provenance' entries")
         lines += [f"## {titles.get(name, name)}", "", provenance_line(record["provenance"]), ""]
         figures = Figures(folder, relative_to=FIGURES_DIR, prefix=f"{name}_")
         lines += [report.render(record["findings"], record["provenance"], figures).strip(), ""]
