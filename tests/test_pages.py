@@ -27,7 +27,7 @@ def test_a_corrupt_findings_file_is_one_line(monkeypatch, tmp_path):
     (tmp_path / "findings" / "tiny.json").write_text('{"findings": {,')
     monkeypatch.setattr(pages.registry, "project_dir", lambda project: str(tmp_path))
     monkeypatch.setattr(pages, "findings_files", lambda project: ["tiny"])
-    code, out, err = eh.cli(["--pages", "--check"], entry="report")
+    code, _, err = eh.cli(["--pages", "--check"], entry="report")
     eh.assert_one_line_error(code, err, "is not valid JSON")
 
 

@@ -84,7 +84,9 @@ def render_page(project: str, figures_folder=None) -> str:
         try:
             record = read_json(path)
         except ValueError as e:  # json.JSONDecodeError, UnicodeDecodeError
-            raise DataError(f"findings file {path} is not valid JSON ({e}); restore it from git")
+            raise DataError(
+                f"findings file {path} is not valid JSON ({e}); restore it from git"
+            ) from None
         if not isinstance(record, dict) or not {"findings", "provenance"} <= set(record):
             raise DataError(f"findings file {path} has no 'findings' and 'provenance' entries")
         lines += [f"## {titles.get(name, name)}", "", provenance_line(record["provenance"]), ""]
