@@ -399,15 +399,15 @@ def test_eval_windows_cover_every_target_once():
     assert windows["n_tokens"] == len(expected)
     assert windows["n_bytes"] == sum(len(d.encode()) for d in docs) + 2 * len(docs)
     assert windows["n_chars"] == sum(len(d) for d in docs) + 2 * len(docs)
-    # documents, the bootstrap's test units: each target's document, each document's bytes
+    # the bootstrap's test units: blocks of 1 KB within documents, here one per document
     owners = np.concatenate([np.full(len(tok.encode(d)) + 1, i) for i, d in enumerate(docs)])
-    np.testing.assert_array_equal(windows["doc_ids"][mask > 0], owners)
-    assert (windows["doc_ids"][mask == 0] == -1).all()
-    assert windows["doc_bytes"].tolist() == [len(d.encode()) + 2 for d in docs]
+    np.testing.assert_array_equal(windows["unit_ids"][mask > 0], owners)
+    assert (windows["unit_ids"][mask == 0] == -1).all()
+    assert windows["unit_bytes"].tolist() == [len(d.encode()) + 2 for d in docs]
     first = lm_eval_windows(source[:3], tok, seq_len=16, max_windows=2)
     assert first["targets"].shape == (2, 16) and first["n_tokens"] == 32
     np.testing.assert_array_equal(first["targets"], targets[:2])
-    assert first["doc_bytes"].sum() == first["n_bytes"]  # the kept targets only
+    assert first["unit_bytes"].sum() == first["n_bytes"]  # the kept targets only
 
 
 def test_read_documents_decodes_and_limits():

@@ -98,6 +98,23 @@ def test_lm_units_are_documents_with_known_sums():
     assert bpb == pytest.approx(summary["bits_per_byte"])
 
 
+def test_block_units_known_answer():
+    """Documents of 5 and 3 bytes in blocks of 2 bytes: blocks 0-2 and 3-4; a 2-byte target
+    starting at byte 1 belongs to block 0; the same blocks whatever the tokenization."""
+    doc = np.array([-1, 0, 0, 0, 0, 1, 1])
+    nbytes = np.array([0, 1, 2, 1, 1, 2, 1])  # document 0: bytes 0 | 1-2 | 3 | 4
+    got = iv.block_units(doc, nbytes, np.array([5, 3]), unit_bytes=2)
+    assert got.tolist() == [-1, 0, 0, 1, 2, 3, 4]
+    bytewise = iv.block_units(np.array([0] * 5 + [1] * 3), np.ones(8), np.array([5, 3]), 2)
+    assert bytewise.tolist() == [0, 0, 1, 1, 2, 3, 3, 4]
+
+
+def test_few_units_state_no_ordering():
+    d = {"diff": -1.0, "lo": -1.2, "hi": -0.8, "level": 0.95, "units": 3}
+    assert iv.ordered(d, lower_is_better=True) == "tied"
+    assert "only 3 test units" in iv.ordering_sentence("A", "B", d, lower_is_better=True)
+
+
 def test_word_stream_documents_match_lm_documents():
     """A word stream [eos, w, w, eos, w, eos]: the first eos belongs to no document, each
     closing eos to the document it closes (as lm_eval_windows counts them)."""

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import experiment_helpers as eh
+import numpy as np
 import pytest
 import train_helpers as th
 
@@ -154,7 +155,9 @@ def test_evaluate_every_run_kind_and_a_moved_run_dir(reference, tmp_path, unopti
         # the per-document units add up to the whole split, the same documents for every kind
         u = units[model]
         assert sum(u["bits"]) / sum(u["bytes"]) == pytest.approx(line["bits_per_byte"])
-        assert u["bytes"] == pytest.approx(doc_bytes) and sum(u["bytes"]) == rows[model]["n_bytes"]
+        # the same 1 KB blocks; a word straddling a block edge counts in the block it starts in
+        assert len(u["bytes"]) == len(doc_bytes) and sum(u["bytes"]) == rows[model]["n_bytes"]
+        assert np.allclose(u["bytes"], doc_bytes, atol=40)
     # a run directory moved away is evaluated from its own config.json, on another split too
     moved = shutil.move(wd / "runs" / "word_pooled", tmp_path / "elsewhere")
     code, out, err = eh.cli([f"--workdir={moved}", "--split=validation"], entry="evaluate")

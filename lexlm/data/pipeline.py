@@ -152,10 +152,11 @@ def lm_eval_windows(
     real targets `n_tokens`, `n_bytes`, `n_chars` (int64 scalars; eos counts as "\\n\\n"), so
     bits per byte = sum(nats * mask) / ln 2 / n_bytes. `max_windows` keeps the first windows.
 
-    The test units of the paired bootstrap (``lexlm.eval.intervals``) are the documents:
-    `doc_ids` (int32 [N, T]) is the document of each target (-1 on padding; a document's
-    closing eos is its own) and `doc_bytes` (int64 [D]) the bytes of each document's targets,
-    so a document's bits per byte is the sum of its targets' nats / ln 2 / its bytes.
+    The test units of the paired bootstrap (``lexlm.eval.intervals``) are blocks of
+    ``UNIT_BYTES`` bytes within documents (``block_units``; a document's closing eos is its
+    own): `unit_ids` (int32 [N, T]) is the unit of each target (-1 on padding) and
+    `unit_bytes` (int64 [U]) the bytes of each unit's targets, so a unit's bits per byte is
+    the sum of its targets' nats / ln 2 / its bytes.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -176,21 +177,28 @@ def lm_eval_windows(
     )
     real = targets[mask > 0]
     # stream position p >= 1 belongs to the document whose tokens span it
+    from lexlm.eval.intervals import block_units
+
     owner = np.concatenate([[-1], np.repeat(np.arange(len(docs)), [len(d) for d in docs])])
     doc_of_target = np.full(n_windows * seq_len, -1, np.int64)
     doc_of_target[:n_targets] = owner[1 : n_targets + 1]
-    doc_ids: Int32[np.ndarray, "N T"] = doc_of_target.reshape(n_windows, seq_len).astype(np.int32)
-    kept = doc_of_target[:n_targets]
-    n_docs = int(kept.max()) + 1 if n_targets else 0
-    doc_bytes = np.bincount(
-        kept, weights=tokenizer.token_bytes[real].astype(np.float64), minlength=n_docs
+    every_target = np.concatenate(docs) if docs else np.zeros(0, np.int32)
+    target_bytes = np.zeros(n_windows * seq_len, np.int64)
+    target_bytes[:n_targets] = tokenizer.token_bytes[every_target[:n_targets]]
+    full_doc_bytes = np.array([tokenizer.token_bytes[d].sum() for d in docs], np.int64)
+    unit_of_target = block_units(doc_of_target, target_bytes, full_doc_bytes)
+    unit_ids: Int32[np.ndarray, "N T"] = unit_of_target.reshape(n_windows, seq_len).astype(np.int32)
+    n_units = int(unit_of_target.max()) + 1 if n_targets else 0
+    kept = unit_of_target >= 0
+    unit_bytes = np.bincount(
+        unit_of_target[kept], weights=target_bytes[kept].astype(np.float64), minlength=n_units
     ).astype(np.int64)
     return {
         "inputs": inputs,
         "targets": targets,
         "mask": mask,
-        "doc_ids": doc_ids,
-        "doc_bytes": doc_bytes,
+        "unit_ids": unit_ids,
+        "unit_bytes": unit_bytes,
         "n_tokens": np.int64(n_targets),
         "n_bytes": np.int64(tokenizer.token_bytes[real].sum()),
         "n_chars": np.int64(tokenizer.token_chars[real].sum()),

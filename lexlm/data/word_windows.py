@@ -168,6 +168,18 @@ def doc_of_pieces(is_eos: np.ndarray) -> np.ndarray:
     return (closed_before - 1).astype(np.int64)
 
 
+def unit_of_pieces(is_eos: np.ndarray, n_bytes: np.ndarray) -> np.ndarray:
+    """[N] the test unit of each piece (or word) of a stream (``intervals.block_units`` over
+    ``doc_of_pieces``): blocks of ``UNIT_BYTES`` bytes within documents, the same blocks as
+    ``lexlm.data.lm_eval_windows`` makes of the same documents; -1 for the first eos."""
+    from lexlm.eval.intervals import block_units
+
+    doc = doc_of_pieces(is_eos)
+    n_docs = int(doc.max()) + 1 if len(doc) else 0
+    doc_bytes = doc_sums(doc, n_bytes, n_docs).astype(np.int64)
+    return block_units(doc, n_bytes, doc_bytes)
+
+
 def doc_sums(doc: np.ndarray, values: np.ndarray, n_docs: int) -> np.ndarray:
     """Per-document sums of per-target values (targets with doc -1 are dropped)."""
     doc, values = np.asarray(doc).ravel(), np.asarray(values, np.float64).ravel()

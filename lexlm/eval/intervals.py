@@ -8,6 +8,8 @@ Every comparison in a findings file goes through here. The protocol:
 - **Seeds**: each of S training seeds gives the per-unit arrays on the same units;
   ``seed_spread`` summarises the S metric values, ``mean_over_seeds`` averages the per-unit
   arrays, so the bootstrap below sees the seed-averaged model.
+- LM test units are blocks of ``UNIT_BYTES`` bytes within documents (``block_units``): the
+  same blocks for every model, many even where a split holds a few long documents.
 - **Paired bootstrap**: ``compare`` resamples the units with replacement (the same draw for both
   models) and gives the percentile interval of the difference of the metric.
 - ``ordering_sentence`` states "A < B" only when that interval excludes 0, and otherwise says
@@ -31,6 +33,38 @@ Metric = Callable[[Units], float]
 
 LEVEL = 0.95
 RESAMPLES = 1000
+MIN_UNITS = 10  # below this many test units no ordering is stated, whatever the interval
+UNIT_BYTES = 1024  # LM test units: blocks of this many bytes within each document
+
+
+def block_units(
+    doc: npt.ArrayLike, nbytes: npt.ArrayLike, doc_bytes: npt.ArrayLike, unit_bytes=UNIT_BYTES
+) -> np.ndarray:
+    """The test unit of each target of a text stream: block ``offset // unit_bytes`` of its
+    document, where offset is the byte at which the target starts within its document.
+
+    ``doc`` [N]: each target's document (-1: no document), in stream order; ``nbytes`` [N]:
+    each target's bytes; ``doc_bytes`` [D]: each document's total bytes (the same for every
+    model of a comparison, so every model gets the same units). Returns unit ids [N] (-1 where
+    ``doc`` is -1), numbered document by document: a few long documents (three books of a
+    Bible) still give enough units for a bootstrap. A target that straddles a block boundary
+    belongs to the block it starts in, so models with different units divide a boundary's
+    bytes a little differently; the blocks themselves are the same."""
+    doc = np.asarray(doc, np.int64)
+    nbytes = np.asarray(nbytes, np.int64)
+    blocks = -(-np.asarray(doc_bytes, np.int64) // unit_bytes)  # [D]
+    first = np.concatenate([[0], np.cumsum(blocks)[:-1]])
+    out = np.full(len(doc), -1, np.int64)
+    real = doc >= 0
+    d, b = doc[real], nbytes[real]
+    # offset of each target within its document: bytes of the earlier targets of that document
+    before = np.cumsum(b) - b
+    start_of_doc = np.zeros(int(d.max()) + 1 if len(d) else 0, np.int64)
+    new_doc = np.concatenate([[True], d[1:] != d[:-1]]) if len(d) else np.zeros(0, bool)
+    start_of_doc[d[new_doc]] = before[new_doc]
+    offset = before - start_of_doc[d]
+    out[real] = first[d] + np.minimum(offset // unit_bytes, blocks[d] - 1)
+    return out
 
 
 # -- metrics of per-unit arrays ---------------------------------------------------------------
@@ -168,12 +202,15 @@ def compare(
     lo, hi = (float(q) for q in np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2]))
     va, vb = metric(a), metric(b)
     return {"a": va, "b": vb, "diff": va - vb, "lo": lo, "hi": hi, "level": level, "units": n,
-            "excludes_zero": bool(lo > 0 or hi < 0)}  # fmt: skip
+            "excludes_zero": bool((lo > 0 or hi < 0) and n >= MIN_UNITS)}  # fmt: skip
 
 
 def ordered(comparison: Mapping, lower_is_better: bool) -> str:
-    """'a' or 'b' (the better one) when the interval of the difference excludes 0, else 'tied'."""
+    """'a' or 'b' (the better one) when the interval of the difference excludes 0, else 'tied'
+    (also with fewer than ``MIN_UNITS`` test units, where a bootstrap means little)."""
     if not (comparison["lo"] > 0 or comparison["hi"] < 0):
+        return "tied"
+    if comparison.get("units", MIN_UNITS) < MIN_UNITS:
         return "tied"
     a_lower = comparison["hi"] < 0
     return "a" if a_lower == lower_is_better else "b"
@@ -193,7 +230,9 @@ def ordering_sentence(
     what = f"difference {fmt_interval(comparison, digits)}, {level}% paired bootstrap interval"
     verdict = ordered(comparison, lower_is_better)
     if verdict == "tied":
-        return f"{name_a} and {name_b} are tied at this budget ({what} includes 0)"
+        n = comparison.get("units", MIN_UNITS)
+        why = f"only {n} test units" if n < MIN_UNITS else "includes 0"
+        return f"{name_a} and {name_b} are tied at this budget ({what} {why})"
     better, worse = (name_a, name_b) if verdict == "a" else (name_b, name_a)
     return f"{better} is better than {worse} ({what})"
 

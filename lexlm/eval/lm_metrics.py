@@ -25,8 +25,8 @@ class NLLSums:
     count_by_position: np.ndarray  # [T] number of predicted tokens at each position
     n_bytes: float = 0.0
     n_chars: float = 0.0
-    doc_nats: np.ndarray | None = None  # [D] summed nats of each document's targets
-    doc_bytes: np.ndarray | None = None  # [D] bytes of each document's targets
+    unit_nats: np.ndarray | None = None  # [U] summed nats of each test unit's targets
+    unit_bytes: np.ndarray | None = None  # [U] bytes of each test unit's targets
 
     @property
     def total_nats(self) -> float:
@@ -50,11 +50,11 @@ class NLLSums:
             out["bits_per_byte"] = self.total_nats / math.log(2) / self.n_bytes
         if self.n_chars:
             out["bits_per_char"] = self.total_nats / math.log(2) / self.n_chars
-        if self.doc_nats is not None and self.doc_bytes is not None:
-            # the test units of lexlm.eval.intervals: bits and bytes per document
+        if self.unit_nats is not None and self.unit_bytes is not None:
+            # the test units of lexlm.eval.intervals: bits and bytes per unit
             out["units"] = {
-                "bits": (self.doc_nats / math.log(2)).tolist(),
-                "bytes": np.asarray(self.doc_bytes, np.float64).tolist(),
+                "bits": (self.unit_nats / math.log(2)).tolist(),
+                "bytes": np.asarray(self.unit_bytes, np.float64).tolist(),
             }
         return out
 
@@ -103,8 +103,8 @@ def accumulate_nll(
 
     ``windows``: {'inputs', 'targets', 'mask': [N, T]} plus optional 'n_bytes'/'n_chars'. The
     last batch is padded with masked rows so the compiled function sees one shape. With several
-    draws (random-embedding models) the sums are averaged over draws. With 'doc_ids' [N, T] and
-    'doc_bytes' [D] (``lexlm.data.lm_eval_windows``) the nats are also summed per document.
+    draws (random-embedding models) the sums are averaged over draws. With 'unit_ids' [N, T] and
+    'unit_bytes' [U] (``lexlm.data.lm_eval_windows``) the nats are also summed per test unit.
 
     Data parallel: with a ``mesh`` (default: ``nll_fn.mesh`` when it has one) every batch is
     split over its data x fsdp axes (``global_batch``), so N devices, on one host or many, each
@@ -122,8 +122,8 @@ def accumulate_nll(
     position_sums = _position_sums_fn(mesh)
     sums = np.zeros(t, np.float64)
     counts = np.zeros(t, np.float64)
-    by_doc = "doc_ids" in windows and "doc_bytes" in windows
-    doc_nats = np.zeros(len(windows["doc_bytes"]) if by_doc else 0, np.float64)
+    by_unit = "unit_ids" in windows and "unit_bytes" in windows
+    unit_nats = np.zeros(len(windows["unit_bytes"]) if by_unit else 0, np.float64)
     for d in range(draws):
         for start in range(0, n, batch_size):
             batch = {
@@ -141,20 +141,20 @@ def accumulate_nll(
             s, c = jax.device_get(position_sums(nll, batch["mask"]))
             sums += np.asarray(s, np.float64)
             counts += np.asarray(c, np.float64)
-            if by_doc:
-                rows = windows["doc_ids"][start : start + batch_size]
+            if by_unit:
+                rows = windows["unit_ids"][start : start + batch_size]
                 token_nll = np.asarray(jax.device_get(nll), np.float64)[: len(rows)]
                 real = (rows >= 0) & (np.asarray(windows["mask"][start : start + batch_size]) > 0)
-                doc_nats += np.bincount(
-                    rows[real], weights=token_nll[real], minlength=len(doc_nats)
+                unit_nats += np.bincount(
+                    rows[real], weights=token_nll[real], minlength=len(unit_nats)
                 )
     return NLLSums(
         by_position=sums / draws,
         count_by_position=counts / draws,
         n_bytes=float(windows.get("n_bytes", 0.0)),
         n_chars=float(windows.get("n_chars", 0.0)),
-        doc_nats=doc_nats / draws if by_doc else None,
-        doc_bytes=np.asarray(windows["doc_bytes"]) if by_doc else None,
+        unit_nats=unit_nats / draws if by_unit else None,
+        unit_bytes=np.asarray(windows["unit_bytes"]) if by_unit else None,
     )
 
 

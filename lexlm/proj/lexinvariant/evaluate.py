@@ -100,7 +100,8 @@ def eval_draws(cfg) -> int:
 
 
 def bucket_units(run_dir, cfg, step: int, buckets, seed: int = 0) -> dict:
-    """Per test document and position bucket: {'nats': [D, B] (averaged over the embedding
+    """Per test unit (a block of ``intervals.UNIT_BYTES`` bytes of a document) and position
+    bucket: {'nats': [D, B] (averaged over the embedding
     draws, with the keys ``lexlm.proj.lm.evaluate.evaluate_run`` uses, so each document's row
     sums to its nats there), 'tokens': [D, B], 'positions': the B bucket labels}, for copy
     ``seed`` of a run trained with ``train.seeds``.
@@ -112,11 +113,11 @@ def bucket_units(run_dir, cfg, step: int, buckets, seed: int = 0) -> dict:
     bucket_of = np.zeros(windows["inputs"].shape[1], np.int64)
     for i, (lo, hi) in enumerate(ranges):
         bucket_of[lo - 1 : hi] = i
-    n_docs, n_b = len(windows["doc_bytes"]), len(ranges)
-    doc_ids = np.asarray(windows["doc_ids"], np.int64)
+    n_docs, n_b = len(windows["unit_bytes"]), len(ranges)
+    doc_ids = np.asarray(windows["unit_ids"], np.int64)
     cells = np.where(doc_ids >= 0, doc_ids * n_b + bucket_of[None, :], -1)
-    # accumulate_nll sums nats per "document": here a (document, bucket) cell
-    cell_windows = {**windows, "doc_ids": cells, "doc_bytes": np.zeros(n_docs * n_b)}
+    # accumulate_nll sums nats per test unit: here a (unit, bucket) cell
+    cell_windows = {**windows, "unit_ids": cells, "unit_bytes": np.zeros(n_docs * n_b)}
     sums = accumulate_nll(
         nll_function(model, params), cell_windows, int(cfg.eval.batch_size),
         jax.random.key(int(cfg.eval.seed)), eval_draws(cfg),
@@ -124,7 +125,7 @@ def bucket_units(run_dir, cfg, step: int, buckets, seed: int = 0) -> dict:
     real = (cells >= 0) & (np.asarray(windows["mask"]) > 0)
     tokens = np.bincount(cells[real], minlength=n_docs * n_b)
     return {
-        "nats": sums.doc_nats.reshape(n_docs, n_b).tolist(),
+        "nats": sums.unit_nats.reshape(n_docs, n_b).tolist(),
         "tokens": tokens.reshape(n_docs, n_b).tolist(),
         "positions": [f"{lo}-{hi}" for lo, hi in ranges],
     }

@@ -129,7 +129,8 @@ def _setup(f: dict) -> list[str]:
     elif seeds == 1:
         seed_text = (
             "One training seed per run (`train.seeds=1`: three would not fit in the main "
-            "job's time); intervals are 95% bootstrap intervals over test documents."
+            "job's time); intervals are 95% bootstrap intervals over test units (1 KB blocks "
+            "of the test documents)."
         )
     else:
         seed_text = (
@@ -289,7 +290,7 @@ def _finding1(f: dict, figures) -> list[str]:
         ratios = [("ppl ratio lex/std", "ppl_ratio"),
                   ("ppl ratio lex/(std + copy)", "ppl_ratio_copy")]  # fmt: skip
         bounds = (
-            " (± 95% bootstrap over documents; ratios with their 95% paired bootstrap intervals)"
+            " (± 95% bootstrap over test units; ratios with their 95% paired bootstrap intervals)"
             if "lexinvariant_interval" in table[0]
             else ""
         )

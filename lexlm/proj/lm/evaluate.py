@@ -15,6 +15,7 @@ import jax
 
 from lexlm.errors import CheckpointError
 from lexlm.eval import accumulate_nll, params_mesh
+from lexlm.eval.intervals import UNIT_BYTES
 from lexlm.experiment import store
 from lexlm.paths import as_path
 from lexlm.proj.lm.run import latest_step, load_run, restore_lm
@@ -66,6 +67,7 @@ def settings(cfg, draws: int, train_seed: int = 0) -> dict:
         "max_windows": int(cfg.eval.max_windows),
         "batch_size": int(cfg.eval.batch_size),
         "seed": int(cfg.eval.seed),
+        "units": f"blocks of {UNIT_BYTES} bytes",  # what result['units'] holds
     }
     if int(cfg.train.get("seeds", 1)) > 1:
         out["train_seed"] = int(train_seed)  # which copy of a seed-batched run

@@ -65,12 +65,13 @@ def metrics_table(rows: dict[str, dict]) -> list[str]:
 
 def seeds_table(rows: dict[str, dict]) -> list[str]:
     """Bits per byte over training seeds: the seed-averaged model ± its 95% bootstrap interval
-    over test documents, and the seeds' mean, standard deviation and range."""
+    over test units (blocks of 1 KB within documents), and the seeds' mean, standard deviation
+    and range."""
     from lexlm.eval.intervals import plus_minus
 
     lines = [
-        "| split | seeds | bits/byte (seed-averaged, ± 95% bootstrap over documents) | "
-        "seed mean | seed sd | seed range | documents |",
+        "| split | seeds | bits/byte (seed-averaged, ± 95% bootstrap over test units) | "
+        "seed mean | seed sd | seed range | units (1 KB blocks) |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, m in rows.items():

@@ -23,6 +23,7 @@ import numpy as np
 
 from lexlm.errors import CheckpointError
 from lexlm.eval import next_word as nw
+from lexlm.eval.intervals import UNIT_BYTES
 from lexlm.experiment import store
 from lexlm.paths import as_path
 from lexlm.proj.word_pooled import data
@@ -36,7 +37,7 @@ def settings(cfg, token_lm: bool = False, seed: int = 0) -> dict:
         "context_chars": int(cfg.eval.context_chars),
         "max_units": int(cfg.eval.max_units),
         "batch_size": int(cfg.eval.batch_size),
-        "units": "documents",  # per-document bits and bytes are part of the result
+        "units": f"blocks of {UNIT_BYTES} bytes",  # per-unit bits and bytes are in the result
     }
     if int(cfg.train.get("seeds", 1)) > 1:
         out["train_seed"] = int(seed)
@@ -129,13 +130,13 @@ def _word_pooled_fns(model_cfg):
 
 
 def _evaluate_word_pooled(cfg, tok, model_cfg, params, split: str) -> dict:
-    from lexlm.data.word_windows import doc_of_pieces, doc_sums, word_eval_windows
+    from lexlm.data.word_windows import doc_sums, unit_of_pieces, word_eval_windows
 
     nll_fn, predict = _word_pooled_fns(model_cfg)
     stream = data.word_stream(cfg, tok, split)
     windows = word_eval_windows(stream, int(cfg.words))
     bs = int(cfg.eval.batch_size)
-    doc = doc_of_pieces(stream.is_eos)
+    doc = unit_of_pieces(stream.is_eos, stream.n_bytes)  # the test units
     n_docs = int(doc.max()) + 1
     doc_nats = np.zeros(n_docs)
     units, mask = windows["units"], windows["word_mask"]
@@ -198,7 +199,7 @@ def _word_fns(model_cfg):
 
 
 def _evaluate_word(cfg, vocab, speller, model_cfg, params, split: str) -> dict:
-    from lexlm.data.word_windows import back_to_back, doc_of_pieces, doc_sums
+    from lexlm.data.word_windows import back_to_back, doc_sums, unit_of_pieces
 
     nll_fn, predict = _word_fns(model_cfg)
     texts, is_eos, chars, targets = data.targets_of(cfg, split)
@@ -206,7 +207,8 @@ def _evaluate_word(cfg, vocab, speller, model_cfg, params, split: str) -> dict:
     seq = int(cfg.seq_len)
     idx, mask = back_to_back(len(ids), seq)
     windows = ids[idx] * np.concatenate([np.ones_like(mask[:, :1]), mask], 1).astype(np.int32)
-    doc = doc_of_pieces(is_eos)
+    text_bytes = np.array([len(t.encode()) for t in texts], np.int64)
+    doc = unit_of_pieces(is_eos, text_bytes)  # the test units
     n_docs = int(doc.max()) + 1
     doc_nats = np.zeros(n_docs)
     bs = int(cfg.eval.batch_size)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from lexlm.eval.intervals import UNIT_BYTES
 from lexlm.eval.next_word import BUCKETS, accuracy_report
 from lexlm.text.words import word_body
 
@@ -288,11 +289,14 @@ def seeds_note(rows: Sequence[Mapping]) -> str:
         if min(seeds) > 1
         else "One training seed per model (this grid is too large for 3 seeds on this machine)"
     )
-    return f"{head}; ± is the 95% bootstrap interval over the {docs} test documents."
+    return (
+        f"{head}; ± is the 95% bootstrap interval over the {docs} test units (blocks of "
+        f"{UNIT_BYTES} bytes within the test documents)."
+    )
 
 
 def bits_cell(r: Mapping) -> str:
-    """Bits per byte, '± h' (the 95% bootstrap half-width over test documents) when recorded,
+    """Bits per byte, '± h' (the 95% bootstrap half-width over test units) when recorded,
     and the seeds' standard deviation when there were several."""
     if r.get("bits_per_byte") is None:
         return "-"
@@ -379,7 +383,7 @@ def orderings(f: dict) -> list[str]:
     if "comparisons" in f:
         lines = [
             "- **Bits per byte**, best first ('<': the paired bootstrap interval of the "
-            "difference over test documents excludes 0; '~': tied at this budget): "
+            "difference over test units excludes 0; '~': tied at this budget): "
             + ranked_line(order, lambda k: f"{bits[k]:.3f}", f["comparisons"]["bits_per_byte"])
             + "."
         ]
