@@ -164,7 +164,7 @@ def test_findings_runs_take_their_corpus_unit_and_the_readout_fix():
 
 
 def test_perplexity_ratio_is_exp_of_the_paired_loss_difference():
-    tokens = np.array([10.0, 20.0, 30.0, 40.0])
+    tokens = np.tile([10.0, 20.0, 30.0, 40.0], 3)  # 12 units: enough to state an ordering
     b = {"nats": 1.0 * tokens, "tokens": tokens}
     # a constant gap of 0.5 nats per token in every document: every resample gives it
     a = {"nats": 1.5 * tokens, "tokens": tokens}
@@ -172,6 +172,8 @@ def test_perplexity_ratio_is_exp_of_the_paired_loss_difference():
     assert r["value"] == pytest.approx(math.exp(0.5))
     assert r["lo"] == pytest.approx(math.exp(0.5)) and r["hi"] == pytest.approx(math.exp(0.5))
     assert r["excludes_one"]
+    few = lf.perplexity_ratio({k: v[:4] for k, v in a.items()}, {k: v[:4] for k, v in b.items()})
+    assert not few["excludes_one"]  # 4 units: too few to state an ordering
     # a gap of +1 in two documents and -1 in two others of the same size: 1.0, and tied
     c = {"nats": tokens, "tokens": tokens}
     same = {"nats": np.array([20.0, 10.0, 20.0, 10.0]), "tokens": np.full(4, 10.0)}

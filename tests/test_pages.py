@@ -22,6 +22,14 @@ def test_the_check_command_fails_on_a_page_edited_by_hand(monkeypatch, tmp_path)
     assert page.read_text() == "# typed by hand\n"  # --check writes nothing
 
 
+def test_provenance_says_when_training_was_resumed():
+    p = {"command": "python -m lexlm.run --config lm:tiny", "date": "d", "machine": "m",
+         "jax": "j", "wall_s": 60.0}  # fmt: skip
+    assert pages.provenance_line(p).endswith("jax j, 1.0 min).")
+    line = pages.provenance_line({**p, "steps_resumed": 1800})
+    assert "1.0 min, resuming 1,800 training steps from the checkpoints of an earlier" in line
+
+
 def test_a_corrupt_findings_file_is_one_line(monkeypatch, tmp_path):
     (tmp_path / "findings").mkdir()
     (tmp_path / "findings" / "tiny.json").write_text('{"findings": {,')

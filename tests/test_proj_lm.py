@@ -51,6 +51,9 @@ def test_killed_anywhere_and_rerun_ends_with_the_same_findings(reference, cache,
     assert code == 0, err
     after = {k: v for k, v in eh.tree_state(wd).items() if not k.startswith(("report", "prov"))}
     assert after == before
+    # and its provenance says its wall time holds no training: every step was resumed
+    prov = json.loads((wd / "provenance.json").read_text())
+    assert prov["steps_trained"] == 0 and prov["steps_resumed"] == eh.findings(wd)["steps"]
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,7 @@ def finish(cfg, wd: Workdir, findings: dict, started: float) -> dict:
     wd.write_config(cfg)
     wd.write_findings(findings)
     faults.point("report")
-    record = provenance(started, wd.timings)
+    record = provenance(started, wd.timings, wd.step_counts)
     record["project"] = str(cfg.project)
     wd.write_provenance(record)
     wd.write_report(render(str(cfg.project), findings, record, wd))

@@ -62,6 +62,11 @@ def public_paths(value):
 def provenance_line(p: dict) -> str:
     wall = p.get("wall_s")
     took = f", {wall / 60:.1f} min" if isinstance(wall, (int, float)) else ""
+    if took and p.get("steps_resumed"):
+        took += (
+            f", resuming {p['steps_resumed']:,} training steps from the checkpoints of an earlier "
+            "invocation, whose time is not in it"
+        )
     return (
         f"Command: `{public_command(p.get('command', '?'))}` ({p.get('date', '?')}; "
         f"{p.get('machine', '?')}, jax {p.get('jax', '?')}{took})."

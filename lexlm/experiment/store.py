@@ -242,8 +242,11 @@ class Workdir:
     """An experiment's workdir (see the module docstring for its layout)."""
 
     def __init__(self, root):
+        from lexlm.train.loop import STEP_COUNTS
+
         self.root = as_path(root)
         self.timings: dict[str, Any] = {}  # wall times of this process's work: provenance
+        self.step_counts = dict(STEP_COUNTS)  # the process's counts when this work began
 
     def run(self, name: str) -> epath.Path:
         """``W/runs/<name>``; names are grid entries such as ``budget_3e12/megabyte4``."""
@@ -280,11 +283,20 @@ class Workdir:
         return cached(self.root, name, fields, compute)
 
 
-def provenance(started: float, timings: Mapping[str, Any] | None = None) -> dict:
-    """Where and how a findings file was made: the command, versions, machine, wall time."""
+def provenance(
+    started: float, timings: Mapping[str, Any] | None = None, since: Mapping | None = None
+) -> dict:
+    """Where and how a findings file was made: the command, versions, machine, wall time, and
+    the training steps this work trained and resumed from checkpoints (counted from ``since``,
+    the process's ``loop.STEP_COUNTS`` when the work began)."""
     import jax
 
+    from lexlm.train.loop import STEP_COUNTS
+
+    since = since or {}
     return {
+        "steps_trained": STEP_COUNTS["trained"] - int(since.get("trained", 0)),
+        "steps_resumed": STEP_COUNTS["resumed"] - int(since.get("resumed", 0)),
         "command": " ".join(["python", "-m", "lexlm.run", *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "

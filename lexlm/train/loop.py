@@ -57,6 +57,11 @@ from lexlm.train.optim import learning_rate_schedule, make_optimizer
 
 log = logging.getLogger(__name__)
 
+# Steps this process trained and steps it found already trained in checkpoints (resumed),
+# over every ``train`` call: the provenance of a findings file says when its wall time
+# leaves out training done by an earlier invocation.
+STEP_COUNTS = {"trained": 0, "resumed": 0}
+
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 
 
@@ -394,6 +399,7 @@ def _train(cfg, task, batches, workdir, mesh_shape, hooks, resume) -> TrainResul
         if data_state and hasattr(batches, "set_state"):
             batches.set_state(data_state)
         log.info("resumed from step %d in %s", start, ckpt.directory)
+        STEP_COUNTS["resumed"] += int(start)
     else:
         with jax.set_mesh(mesh):
             state = fns.init_state(init_key)
@@ -454,6 +460,7 @@ def _train(cfg, task, batches, workdir, mesh_shape, hooks, resume) -> TrainResul
                 batch = put_batch(next(batches), mesh, seeds)
                 state, metrics = step_fn(state, batch, base_key)
                 step += 1
+                STEP_COUNTS["trained"] += 1
                 pending.append((step, metrics))
                 if bar is not None:
                     bar.update(1)
