@@ -80,3 +80,33 @@ def test_two_seeds_in_one_program_equal_two_single_runs(tmp_path):
     more = train(th.train_config(seeds=2, steps=2 * N, ckpt_every=N), th.tiny_task(),
                  _two_seed_batches(), tmp_path / "stacked")  # fmt: skip
     assert (more.start_step, more.final_step) == (N, 2 * N)
+
+
+SEEDS_ON_A_MESH = """
+import sys, tempfile
+import jax, numpy as np
+sys.path.insert(0, "tests")
+import train_helpers as th
+from lexlm.train import train
+from lexlm.train.seeds import SeedBatches, seed_params
+
+with tempfile.TemporaryDirectory() as d:
+    cfg = th.train_config(seeds=2, steps=th.N, ckpt_every=th.N, mesh=(4, 2, 1))
+    its = [th.PatternBatches(seed=0), th.PatternBatches(seed=1)]
+    stacked = train(cfg, th.tiny_task(), SeedBatches(its), d + "/s")
+    one = th.train_config(seed=1, steps=th.N, ckpt_every=th.N)
+    single = train(one, th.tiny_task(), th.PatternBatches(seed=1), d + "/one")
+    a, b = th.flat(seed_params(stacked.state.params, 1, 2)), th.flat(single.state.params)
+    print("DEVICES", jax.device_count())
+    print("DIFF", max(float(np.abs(a[k] - b[k]).max()) for k in a))
+    print("SPEC", jax.tree.leaves(stacked.state.params)[0].sharding.spec)
+"""
+
+
+def test_seeds_on_an_eight_device_mesh(tmp_path):
+    """Two copies on a data x fsdp = 4 x 2 mesh: the seed axis replicated, the rest sharded as
+    for one copy, and copy 1 equals the single run with seed 1 on one device."""
+    out = th.run_script(SEEDS_ON_A_MESH, tmp_path / "seeds_mesh.py", [])
+    assert out["DEVICES"] == "8"
+    assert float(out["DIFF"]) < 1e-4
+    assert out["SPEC"] == "P(None, 'fsdp')"
