@@ -323,6 +323,9 @@ def train_run(cfg, run_dir) -> bool:
         store.open_run(run_dir, cfg, input_fingerprints(cfg.data))
     folder = artifacts.persist(cfg, run_dir)
     if latest_step(run_dir) == int(cfg.train.steps):
+        from lexlm.train.loop import STEP_COUNTS
+
+        STEP_COUNTS["resumed"] += int(cfg.train.steps)  # trained by an earlier invocation
         return False
     if str(cfg.kind) == "lm":
         train_to_end(cfg, run_dir)
