@@ -150,7 +150,7 @@ def test_findings_runs_take_their_corpus_unit_and_the_readout_fix():
     assert prose_std.data.source == "lee"
     assert not lm_config(prose_std, 83).learned_logit_scale  # the standard LM: plain readout
     sub = run_config(get_config("tiny"), "prose", "subword", "learned")
-    assert (sub.data.unit, sub.data.vocab_size, sub.train.steps) == ("subword", 512, 300)
+    assert (sub.data.unit, sub.data.vocab_size, sub.train.steps) == ("subword", 512, 200)
     assert run_name("code", "char", "learned") == "learned_code_char"
     assert run_name("prose", "subword", "lexinvariant") == "lexinvariant_subword"
     with pytest.raises(ConfigError, match="corpora"):

@@ -102,7 +102,7 @@ def findings_config(variant: str) -> ml_collections.ConfigDict:
     c.corpora = "prose"  # comma-separated: prose (data), code (code_data)
     c.units = "char,subword"  # comma-separated: char, subword
     c.subword_vocab = 512  # subword runs: BPE vocabulary size
-    c.subword_steps = 300  # subword runs: training steps (and their one checkpoint)
+    c.subword_steps = 200  # subword runs: training steps (and their one checkpoint)
     c.lexinvariant_model = dict(LEXINVARIANT_MODEL)
     c.standard_copy_model = dict(STANDARD_COPY_MODEL)
     c.position_buckets = (1, 4, 16, 32, 64)  # left edges; the last bucket runs to seq_len

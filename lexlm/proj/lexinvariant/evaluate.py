@@ -124,10 +124,19 @@ def bucket_units(run_dir, cfg, step: int, buckets, seed: int = 0) -> dict:
     )  # fmt: skip
     real = (cells >= 0) & (np.asarray(windows["mask"]) > 0)
     tokens = np.bincount(cells[real], minlength=n_docs * n_b)
+    nats = sums.unit_nats.reshape(n_docs, n_b)
+    # the same pass is the run's test evaluation (lexlm.proj.lm.evaluate's metrics, per unit)
+    summary = sums.summary()
+    evaluation = {k: summary[k] for k in ("loss", "bits_per_byte", "loss_by_position")}
+    evaluation["units"] = {
+        "bits": (nats.sum(axis=1) / math.log(2)).tolist(),
+        "bytes": np.asarray(windows["unit_bytes"], np.float64).tolist(),
+    }
     return {
-        "nats": sums.unit_nats.reshape(n_docs, n_b).tolist(),
+        "nats": nats.tolist(),
         "tokens": tokens.reshape(n_docs, n_b).tolist(),
         "positions": [f"{lo}-{hi}" for lo, hi in ranges],
+        "evaluation": evaluation,
     }
 
 

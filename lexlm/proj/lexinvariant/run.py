@@ -332,7 +332,8 @@ def bucket_evaluation(c, cfg, run_dir, step: int) -> dict:
     per_seed = [
         evaluation(
             run_dir, "test", step,
-            {"kind": "bucket_units", "buckets": buckets, **settings(cfg, ev.eval_draws(cfg), s)},
+            {"kind": "bucket_units", "buckets": buckets, "with_evaluation": True,
+             **settings(cfg, ev.eval_draws(cfg), s)},
             partial(ev.bucket_units, run_dir, cfg, step, buckets, s),
         )
         for s in range(int(cfg.train.get("seeds", 1)))
@@ -344,7 +345,8 @@ def bucket_evaluation(c, cfg, run_dir, step: int) -> dict:
             "documents needs at least 2 (raise eval.max_windows; 0 = the whole split)",
         )
     units = iv.mean_over_seeds([{k: u[k] for k in ("nats", "tokens")} for u in per_seed])
-    return {**{k: v.tolist() for k, v in units.items()}, "positions": per_seed[0]["positions"]}
+    return {**{k: v.tolist() for k, v in units.items()}, "positions": per_seed[0]["positions"],
+            "evaluations": [u["evaluation"] for u in per_seed]}  # fmt: skip
 
 
 def model_summary(seeds: dict, buckets: dict) -> dict:
@@ -410,7 +412,7 @@ def finding1(c, seeds: dict, buckets: dict, refs: dict, vocab_size: int) -> dict
 
 
 def findings_run(c, wd: store.Workdir, reuse: dict | None = None) -> dict:
-    from lexlm.proj.lm.evaluate import evaluate_seeds
+    from lexlm.proj.lm.evaluate import combine_seeds
     from lexlm.proj.lm.run import load_run
 
     specs = run_specs(c)
@@ -445,11 +447,12 @@ def findings_run(c, wd: store.Workdir, reuse: dict | None = None) -> dict:
             emb: {"name": pair[emb]["name"], **run_facts(cfgs[emb], rdirs[emb])}
             for emb in EMBEDDINGS
         }
-        # every trained seed of every run, on the test documents
-        seeds = {emb: evaluate_seeds(rdirs[emb], "test", step[emb]) for emb in EMBEDDINGS}
+        # every trained seed of every run on the test units, in one pass per seed: the
+        # position buckets and the test evaluation (lexlm.proj.lm.evaluate.combine_seeds)
         buckets = {
             emb: bucket_evaluation(c, cfgs[emb], rdirs[emb], step[emb]) for emb in EMBEDDINGS
         }
+        seeds = {emb: combine_seeds(buckets[emb].pop("evaluations")) for emb in EMBEDDINGS}
         tok = load_run(rdirs["learned"])[1]
         refs = reference_curves(c, wd, cfgs["learned"], tok)
         findings["finding1"][key] = finding1(c, seeds, buckets, refs, tok.vocab_size)
