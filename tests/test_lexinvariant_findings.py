@@ -274,7 +274,7 @@ def test_the_control_run_and_the_seeds_of_each_config():
     assert copy.model.logit_scale == "auto"  # as the plain standard LM
     assert run_name("prose", "subword", "learned_copy") == "learned_copy_subword"
     sub = run_config(c, "prose", "subword", "learned_copy")
-    assert (sub.train.steps, sub.train.seeds) == (300, 1)  # the tiny runs' steps, one seed
+    assert (sub.train.steps, sub.train.seeds) == (200, 1)  # the tiny runs' steps, one seed
     for variant in ("small", "paper"):
         cfg = run_config(get_config(variant), "prose", "char", "learned_copy")
         assert cfg.train.seeds == 3 and cfg.seq_len == 512 and cfg.model.copy_readout
