@@ -430,8 +430,8 @@ def test_findings_table_on_a_small_case():
     assert "neighbours are not ordered): word-pooled (eTok) (1.000), character LM (1.500)." in text
     # with them: a constant gap on every document is an ordering; 2 of 3 against 1 of 3
     # next words is tied (a resample of the two targets both get right or wrong is likely)
-    results["word_pooled"]["units"] = {"bits": [10.0] * 3, "bytes": [10.0] * 3}
-    results["char"]["units"] = {"bits": [15.0] * 3, "bytes": [10.0] * 3}
+    results["word_pooled"]["units"] = {"bits": [10.0] * 12, "bytes": [10.0] * 12}
+    results["char"]["units"] = {"bits": [15.0] * 12, "bytes": [10.0] * 12}
     g = {**rep.findings(results, {"the": 50, "cat": 3}), "budget": 1e9, "split": "test"}
     g["setup"] = setup
     with_units = rep.render(g, {"timings": {}, "machine": "m"}, Figures())
