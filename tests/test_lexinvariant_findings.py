@@ -250,12 +250,15 @@ def test_report_states_orderings_only_outside_the_interval():
     assert "tied at this budget" in report.ratio_sentence(rows)
 
 
-def test_the_committed_findings_render_and_say_what_they_lack():
+def test_findings_from_before_the_protocol_render_and_say_what_they_lack():
     import json
+    import os
 
-    from lexlm.paths import as_path
-
-    f = json.loads((as_path(report.__file__).parent / "findings" / "tiny.json").read_text())
+    # the tiny findings as committed before seeds, intervals and the copy-readout control
+    old = os.path.join(
+        os.path.dirname(__file__), "fixtures", "lexinvariant_tiny_before_intervals.json"
+    )
+    f = json.loads(open(old).read())
     text = report.render_findings(f["findings"], {}, _NoFigures())
     assert "one seed; no interval recorded in this finding" in text
     assert "standard + copy readout: not recorded in this finding" in text
