@@ -216,12 +216,7 @@ def _clean_sentences(rows: Sequence[dict]) -> list[str]:
         finals = {}
         for e in unsup:  # each perturbation run's last checkpoint
             finals[e["stage"]] = e
-        parts = [f"{e['stage'][len('unsup_') :]} {e['dev']:.1f}" for e in finals.values()]
-        line = f"- {SHORT[r['model']][0].upper()}{SHORT[r['model']][1:]}: dev "
-        if parts:
-            line += f"after each perturbation run {', '.join(parts)}; "
-        if soup is not None:
-            line += f"soup {soup['dev']:.1f}; "
+        line = _stages_prefix(r, finals, soup, "")
         line += (f"selected {r['stage']} step {r['step']} at {r['dev']:.1f}. Without the pooling "
                  "head (Pixel-Linguist's `PIXELForRepresentation`) it scores "
                  f"{r['test_no_head']:.1f} on test.")  # fmt: skip
@@ -356,6 +351,17 @@ def interval_table(rows: Sequence[dict]) -> list[str]:
     return lines
 
 
+def _stages_prefix(r: dict, finals: dict, soup: dict | None, label: str) -> str:
+    """'- Model<label>: dev after each perturbation run ...; soup ...; ' of a selection line."""
+    parts = [f"{e['stage'][len('unsup_') :]} {e['dev']:.1f}" for e in finals.values()]
+    line = f"- {SHORT[r['model']][0].upper()}{SHORT[r['model']][1:]}{label}: dev "
+    if parts:
+        line += f"after each perturbation run {', '.join(parts)}; "
+    if soup is not None:
+        line += f"soup {soup['dev']:.1f}; "
+    return line
+
+
 def _spread(s: dict, one: str) -> str:
     if s["n"] < 2:
         return one
@@ -449,12 +455,7 @@ def _encoder_lines(rows: Sequence[dict]) -> list[str]:
             continue
         finals = {e["stage"]: e for e in r["evals"] if e["stage"].startswith("unsup_")}
         soup = next((e for e in r["evals"] if e["stage"] == "soup"), None)
-        parts = [f"{e['stage'][len('unsup_') :]} {e['dev']:.1f}" for e in finals.values()]
-        line = f"- {SHORT[r['model']][0].upper()}{SHORT[r['model']][1:]} (seed 0): dev "
-        if parts:
-            line += f"after each perturbation run {', '.join(parts)}; "
-        if soup is not None:
-            line += f"soup {soup['dev']:.1f}; "
+        line = _stages_prefix(r, finals, soup, " (seed 0)")
         line += (f"selected {r['stage']} step {r['step']}. Without the pooling head "
                  "(Pixel-Linguist's `PIXELForRepresentation`), over the seeds: "
                  f"{r['dev_no_head']:.1f} on dev, {r['test_no_head']:.1f} on test (the head "
