@@ -110,3 +110,22 @@ def test_seeds_on_an_eight_device_mesh(tmp_path):
     assert out["DEVICES"] == "8"
     assert float(out["DIFF"]) < 1e-4
     assert out["SPEC"] == "P(None, 'fsdp')"
+
+
+def test_importing_lexlm_turns_off_the_cpu_scheduler_that_hangs_seeded_programs():
+    import os
+
+    import lexlm
+
+    assert f"{lexlm.CPU_SCHEDULER_FLAG}=false" in os.environ["XLA_FLAGS"]  # this process imported it
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    lexlm._set_xla_flags(env)
+    assert env["XLA_FLAGS"] == (
+        f"--xla_force_host_platform_device_count=8 {lexlm.CPU_SCHEDULER_FLAG}=false"
+    )
+    mine = {"XLA_FLAGS": f"{lexlm.CPU_SCHEDULER_FLAG}=true"}  # a user's own choice is kept
+    lexlm._set_xla_flags(mine)
+    assert mine["XLA_FLAGS"] == f"{lexlm.CPU_SCHEDULER_FLAG}=true"
+    empty: dict = {}
+    lexlm._set_xla_flags(empty)
+    assert empty["XLA_FLAGS"] == f"{lexlm.CPU_SCHEDULER_FLAG}=false"
