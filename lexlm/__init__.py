@@ -21,7 +21,7 @@ CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 
 
 def _set_xla_flags(environ=_os.environ) -> None:
-    """Add ``CPU_SCHEDULER_FLAG=false`` to ``environ['XLA_FLAGS']`` unless a value is already set."""
+    """Add ``CPU_SCHEDULER_FLAG=false`` to ``environ["XLA_FLAGS"]`` unless it is already set."""
     flags = environ.get("XLA_FLAGS", "")
     if CPU_SCHEDULER_FLAG not in flags:
         environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}=false".strip()

@@ -117,7 +117,7 @@ def test_importing_lexlm_turns_off_the_cpu_scheduler_that_hangs_seeded_programs(
 
     import lexlm
 
-    assert f"{lexlm.CPU_SCHEDULER_FLAG}=false" in os.environ["XLA_FLAGS"]  # this process imported it
+    assert f"{lexlm.CPU_SCHEDULER_FLAG}=false" in os.environ["XLA_FLAGS"]  # imported here
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     lexlm._set_xla_flags(env)
     assert env["XLA_FLAGS"] == (
