@@ -20,8 +20,9 @@ import os as _os
 CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
 
 
-def _set_xla_flags(environ=_os.environ) -> None:
+def _set_xla_flags(environ=None) -> None:
     """Add ``CPU_SCHEDULER_FLAG=false`` to ``environ["XLA_FLAGS"]`` unless it is already set."""
+    environ = _os.environ if environ is None else environ
     flags = environ.get("XLA_FLAGS", "")
     if CPU_SCHEDULER_FLAG not in flags:
         environ["XLA_FLAGS"] = f"{flags} {CPU_SCHEDULER_FLAG}=false".strip()
