@@ -11,8 +11,8 @@ every thread parks idle and the next dispatch waits forever. Reproduced with
 ``python -m lexlm.run --config lama:tiny --config.train.seeds=3 --config.model.embed=128
 --config.model.heads=8 --config.model.hidden=64 --config.model.attn_hidden=64
 --config.model.mlp_hidden=128`` (no step ever logged; with the flag it trains). The flag only
-takes effect if lexlm is imported before jax first builds its CPU backend; it is ignored by
-other backends' schedulers.
+takes effect if lexlm is imported before jax first builds its CPU backend; it is an option of
+XLA:CPU only.
 """
 
 import os as _os
