@@ -15,6 +15,20 @@ def test_ratio_of_sums_and_mean():
     assert iv.mean("ok")(units) == 0.5
 
 
+def test_mean_of_averages_task_accuracies_and_resamples_like_its_generic_form():
+    # Two tasks over 3 rows: task a 3 of 4 answers right, task b 1 of 8: the unweighted mean
+    # of the two accuracies (0.4375), not 4 of 12 answers pooled over tasks.
+    units = {"a:correct": np.array([1, 2, 0]), "a:total": np.array([1, 2, 1]),
+             "b:correct": np.array([0, 0, 1]), "b:total": np.array([1, 1, 6])}  # fmt: skip
+    m = iv.mean_of([iv.ratio_of_sums(f"{t}:correct", f"{t}:total") for t in "ab"])
+    assert m(units) == pytest.approx((3 / 4 + 1 / 8) / 2)
+    fast = iv.bootstrap_interval(m, units, resamples=200)
+    slow = iv.bootstrap_interval(lambda u: m(u), units, resamples=200)  # per-resample path
+    assert (fast["lo"], fast["hi"]) == pytest.approx((slow["lo"], slow["hi"]))
+    with pytest.raises(ValueError, match="no metrics"):
+        iv.mean_of([])
+
+
 def test_spearman_matches_scipy_with_ties():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 5, 50).astype(float)

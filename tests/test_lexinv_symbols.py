@@ -220,13 +220,13 @@ def test_answer_accuracy_on_hand_made_logits():
     assert ev.answer_accuracy(logits, targets, answer) == (3, 4)
 
 
-def test_symbol_accuracy_pads_batches_and_counts_answers_only():
+def test_symbol_units_pad_batches_and_count_answers_per_row():
     calls = []
 
     def fake_correct(tokens, targets, answer, key):
         calls.append(tokens.shape)
         pred = tokens  # "predicts" its input: right wherever target == input
-        return int(((pred == targets) & answer).sum()), int(answer.sum())
+        return ((pred == targets) & answer).sum(axis=1), answer.sum(axis=1)
 
     rows = {
         "inputs": np.array([[1, 7], [7, 7], [3, 4]]),
@@ -235,10 +235,24 @@ def test_symbol_accuracy_pads_batches_and_counts_answers_only():
     }
     import jax
 
-    acc = ev.symbol_accuracy(fake_correct, rows, jax.random.key(0), draws=2, batch_size=2)
-    # Answer positions: (0,0) miss, (0,1) hit, (1,0) hit, (1,1) miss, (2,1) miss -> 2 / 5.
-    assert acc == pytest.approx(2 / 5)
+    units = ev.symbol_units(fake_correct, rows, jax.random.key(0), draws=2, batch_size=2)
+    # Answer positions: (0,0) miss, (0,1) hit, (1,0) hit, (1,1) miss, (2,1) miss, each draw.
+    np.testing.assert_array_equal(units["correct"], [2, 2, 0])
+    np.testing.assert_array_equal(units["total"], [4, 4, 2])
+    assert ev.accuracy(units) == pytest.approx(2 / 5)
     assert calls == [(2, 2)] * 4  # the last batch is padded to the batch size
+
+
+def test_task_mean_is_the_unweighted_mean_of_task_accuracies():
+    per_task = {
+        "copy": {"correct": np.array([1, 1]), "total": np.array([1, 3])},  # 2 / 4
+        "lookup": {"correct": np.array([1, 0]), "total": np.array([1, 1])},  # 1 / 2
+        "reverse": {"correct": np.array([0, 0]), "total": np.array([2, 2])},  # 0
+    }
+    entry = ev.set_result(per_task)
+    assert entry["mean"] == pytest.approx(1 / 3)
+    assert ev.task_mean_metric(list(per_task))(entry["units"]) == pytest.approx(1 / 3)
+    assert entry["units"]["copy:total"] == [1, 3]
 
 
 def test_correct_function_matches_answer_accuracy_on_a_tiny_model():
@@ -256,10 +270,12 @@ def test_correct_function_matches_answer_accuracy_on_a_tiny_model():
     logits = jax.jit(lambda p, t: model.apply({"params": p}, t, method="logits"))(params, tokens)
     want = ev.answer_accuracy(logits, targets, answer)
     got = ev.correct_function(model, params)(tokens, targets, answer, jax.random.key(0))
-    assert (int(got[0]), int(got[1])) == want
+    assert got[0].shape == got[1].shape == (3,)  # per row
+    assert (int(got[0].sum()), int(got[1].sum())) == want
+    np.testing.assert_array_equal(got[1], answer.sum(axis=1))
     # Random rows for some ids change the predictions but not the count of answer positions.
     rnd = ev.correct_function(model, params, random_ids=np.arange(12, 24))
-    assert int(rnd(tokens, targets, answer, jax.random.key(0))[1]) == want[1]
+    np.testing.assert_array_equal(rnd(tokens, targets, answer, jax.random.key(0))[1], got[1])
 
 
 def test_semi_twin_takes_a_standard_models_parameters():
@@ -281,7 +297,8 @@ def test_semi_twin_takes_a_standard_models_parameters():
     key = jax.random.key(0)
     plain = ev.correct_function(model, params)(tokens, targets, answer, key)
     none_random = ev.correct_function(twin, params, random_ids=np.array([], np.int32))
-    assert [int(x) for x in none_random(tokens, targets, answer, key)] == [int(x) for x in plain]
+    for got, want in zip(none_random(tokens, targets, answer, key), plain, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_context_guess_is_one_over_the_distinct_symbols_seen():
@@ -292,36 +309,79 @@ def test_context_guess_is_one_over_the_distinct_symbols_seen():
         ),
     }
     # Row 0: two distinct symbols seen at positions 3 and 4; row 1: one symbol seen.
-    assert ev.context_guess_accuracy(rows, SYMBOLS) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    units = ev.context_guess_units(rows, SYMBOLS)
+    np.testing.assert_allclose(units["correct"], [0.5 + 0.5, 1.0])
+    np.testing.assert_array_equal(units["total"], [2, 1])
+    assert ev.accuracy(units) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
 
 
-def fake_result(emb, p, acc, ppl):
-    """What ``symbols_run`` records per run, with every accuracy ``acc``."""
-    per = {t: acc for t in st.TASKS} | {"mean": acc}
-    symbols = {"heldout": per, "train": per, "context_guess": {"heldout": per, "train": per}}
+ROWS = 50  # evaluation rows per task in the fake findings
+
+
+def fake_set(acc: float, answers: int = 5) -> dict:
+    """A symbol set with accuracy ``acc`` in every task: the first acc * ROWS rows all right."""
+    right = round(acc * ROWS)
+    rows = {"correct": np.r_[np.full(right, answers), np.zeros(ROWS - right, int)],
+            "total": np.full(ROWS, answers)}  # fmt: skip
+    return ev.set_result({t: rows for t in st.TASKS})
+
+
+def fake_result(emb, p, acc, bits_shift, guess=0.2, train=None):
+    """What ``symbols_run`` records per run: accuracy ``acc`` on held-out symbols (``train``
+    on training symbols, default ``acc``), text bits per 1-byte block 2 + noise + shift."""
+    from lexlm.eval import intervals as iv
+
+    guess_set = ev.set_result(
+        {t: {"correct": np.full(ROWS, 5 * guess), "total": np.full(ROWS, 5)} for t in st.TASKS}
+    )
+    symbols = {"heldout": fake_set(acc), "train": fake_set(acc if train is None else train),
+               "context_guess": {"heldout": guess_set, "train": guess_set}}  # fmt: skip
     if emb != "lexinvariant":
-        symbols["heldout_random_rows"] = per
+        symbols["heldout_random_rows"] = fake_set(acc)
     layout = {
         "n_symbols": 16,
         "text_vocab": 40,
         "separator_chars": {"pair": " ", "lookup": "|", "copy": "=", "reverse": "<"},
     }
-    test = {"loss": float(np.log(ppl)), "perplexity": ppl}
+    noise = np.random.default_rng(0).normal(0, 0.3, 40)
+    bits = 2.0 + noise + np.asarray(bits_shift)
+    units = {"bits": bits.tolist(), "bytes": [1.0] * 40}
+    loss = float(bits.mean() * np.log(2))
+    interval = iv.bootstrap_interval(iv.ratio_of_sums("bits", "bytes"), units)
+    test = {"loss": loss, "perplexity": float(np.exp(loss)), "units": units, "interval": interval}
     return {"embedding": emb, "semi_p": p, "symbols": symbols, "test": test, "layout": layout}
 
 
-def fake_findings():
+def fake_findings(lex_train=None):
+    wobble = 0.05 * np.where(np.arange(40) % 2, 1.0, -1.0)  # mean 0: a tie with the standard LM
     runs = {
-        "standard": fake_result("learned", 0.0, 0.0, 5.0),
-        "lexinvariant": fake_result("lexinvariant", 0, 0.4, 9),
+        "standard": fake_result("learned", 0.0, 0.0, 0.0),
+        "lexinvariant": fake_result("lexinvariant", 0, 0.4, 0.3, train=lex_train),
+        "semi_p0.1": fake_result("semi", 0.1, 0.04, wobble),
+        "semi_p0.2": fake_result("semi", 0.2, 0.1, 0.05),
+        "semi_p0.5": fake_result("semi", 0.5, 0.2, 0.1),
     }
-    for p in (0.1, 0.2, 0.5):
-        runs[f"semi_p{p:g}"] = fake_result("semi", p, p / 2, 5 + p)
     return {
         "experiment": "symbols", "runs": runs, "tasks": list(st.TASKS),
+        "comparisons": ls.symbol_comparisons(runs, list(st.TASKS)),
+        "train_seeds": 1, "one_seed_reason": "too slow here", "eval_rows": ROWS,
         "semi_ps": [0.0, 0.1, 0.2, 0.5], "steps": 800, "mix_prob": 0.1, "seq_len": 128,
         "model": {"depth": 2, "width": 128, "heads": 4}, "unit": "char",
     }  # fmt: skip
+
+
+def test_symbol_comparisons_are_paired_differences_with_known_answers():
+    c = fake_findings()["comparisons"]
+    lex = c["lexinvariant_vs_standard"]
+    assert lex["diff"] == pytest.approx(0.4) and lex["units"] == ROWS and lex["excludes_zero"]
+    assert c["vs_guess"]["standard"]["heldout"]["diff"] == pytest.approx(-0.2)
+    sweep = c["sweep"]
+    assert list(sweep) == ["semi_p0.1", "semi_p0.2", "semi_p0.5"]
+    # a constant shift per block: a degenerate interval at the shift
+    assert sweep["semi_p0.2"]["text_bpb"]["lo"] == pytest.approx(0.05)
+    assert sweep["semi_p0.2"]["text_bpb"]["hi"] == pytest.approx(0.05)
+    assert not sweep["semi_p0.1"]["text_bpb"]["excludes_zero"]
+    assert sweep["semi_p0.5"]["heldout_random_rows"]["diff"] == pytest.approx(0.2)
 
 
 def test_report_and_sweep_figure_come_from_the_findings(tmp_path):
@@ -331,11 +391,61 @@ def test_report_and_sweep_figure_come_from_the_findings(tmp_path):
     figures = Figures(tmp_path / "figures")
     text = render(fake_findings(), {}, figures)
     assert "### Finding 3" in text and "### Finding 4" in text
-    assert "| lexinvariant | 0.400 | 0.400 | 0.400 | 0.400 | 0.400 |" in text
-    assert "| 0.5 | " in text and "unbounded" in text
-    assert "test loss rises monotonically in p (1.6094 at p = 0, 1.7047 at p = 0.5)" in text
+    assert "| lexinvariant | 0.400 | 0.400 | 0.400 | 0.400 ± 0." in text
+    assert "One training seed per run (too slow here); ± is half the 95% bootstrap" in text
+    assert "the lexinvariant LM is better than the standard LM (difference +0.400" in text
+    # lexinvariant 0.4 on training symbols against a 0.2 guess: above it; the rest are not
+    assert "Above the context guess on training symbols" in text and ": lexinvariant." in text
+    assert "No model learned" not in text
+    assert "semi_p0.1 and the standard LM are tied at this budget" in text
+    assert "the standard LM is better than semi_p0.2 (difference +0.0500 [+0.0500, +0.0500]" in text
+    assert "| 0.5 | " in text and "monoton" not in text
     assert (tmp_path / "figures" / "symbols_sweep.png").stat().st_size > 1000
     assert "](figures/symbols_sweep.png)" in text
+
+
+def test_report_says_no_model_learned_when_none_beats_the_guess_on_training_symbols(tmp_path):
+    from lexlm.experiment.driver import Figures
+    from lexlm.proj.lexinvariant.report import render
+
+    f = fake_findings(lex_train=0.2)
+    for r in f["runs"].values():  # a test split of one block: no text interval to state
+        r["test"]["units"] = {"bits": [2.0], "bytes": [1.0]}
+    f["comparisons"] = ls.symbol_comparisons(f["runs"], f["tasks"])
+    assert "text_bpb" not in f["comparisons"]["sweep"]["semi_p0.1"]
+    text = render(f, {}, Figures(tmp_path / "figures"))
+    assert "**No model learned the tasks at this budget**" in text
+    assert "(the highest is 0.200)" in text
+    assert "test bits per byte: no interval (one test block)" in text
+
+
+def test_report_gives_the_seed_spread_of_several_seeds(tmp_path):
+    from lexlm.eval import intervals as iv
+    from lexlm.experiment.driver import Figures
+    from lexlm.proj.lexinvariant.report import render
+
+    f = fake_findings()
+    f["train_seeds"] = 3
+    f["runs"]["lexinvariant"]["symbols"]["heldout"]["spread"] = iv.seed_spread([0.3, 0.4, 0.5])
+    text = render(f, {}, Figures(tmp_path / "figures"))
+    assert "3 training seeds per run (`train.seeds=3`, trained in one program)" in text
+    assert "| lexinvariant | 0.400 | 0.400 | 0.400 | 0.400 ± 0.140 (sd 0.100) |" in text
+
+
+def test_report_of_a_finding_without_units_states_no_ordering(tmp_path):
+    from lexlm.experiment.driver import Figures
+    from lexlm.proj.lexinvariant.report import render
+
+    f = fake_findings()
+    for key in ("comparisons", "train_seeds", "one_seed_reason"):
+        del f[key]
+    for r in f["runs"].values():
+        for entry in (*r["symbols"].values(), *r["symbols"]["context_guess"].values()):
+            entry.pop("units", None)
+        del r["test"]["interval"]
+    text = render(f, {}, Figures(tmp_path / "figures"))
+    assert "one seed; no interval recorded in this finding" in text
+    assert "no ordering is stated" in text and "±" not in text and "better than" not in text
 
 
 # ----------------------------------------------------------------------------- config

@@ -318,6 +318,11 @@ def test_symbols_toy_run_scores_every_model_and_evaluates_like_an_lm_run(tmp_pat
         std = f["runs"]["standard"]["symbols"]
         assert std["heldout"]["mean"] == 0.0  # it never saw those symbols
         assert 0 < std["context_guess"]["heldout"]["mean"] < 1
+        # per-row units (4 rows per task) and the paired comparisons built from them
+        assert len(std["heldout"]["units"]["copy:total"]) == 4
+        assert std["heldout"]["spread"]["n"] == 1 and f["train_seeds"] == 1
+        assert f["comparisons"]["lexinvariant_vs_standard"]["units"] == 4
+        assert len(f["runs"]["standard"]["test"]["units"]["bytes"]) >= 1  # 1 KB test blocks
         saved = json.loads((wd / "runs" / "lexinvariant" / "config.json").read_text())
         vocab = f["runs"]["lexinvariant"]["layout"]["vocab_size"]
         assert saved["vocab_override"] == vocab and saved["symbols"]["mix_prob"] == 0.3

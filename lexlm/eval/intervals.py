@@ -89,6 +89,20 @@ def mean(field: str) -> Metric:
     return metric
 
 
+def mean_of(metrics: Sequence[Metric]) -> Metric:
+    """The unweighted mean of several metrics of the same units: a mean accuracy over tasks
+    from per-row ``ratio_of_sums`` of each task's hits and answers."""
+    parts = list(metrics)
+    if not parts:
+        raise ValueError("mean_of: no metrics")
+
+    def metric(units: Units) -> float:
+        return float(np.mean([m(units) for m in parts]))
+
+    metric.parts = parts  # type: ignore[attr-defined]
+    return metric
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Ranks with ties averaged (1-based), along the last axis."""
     order = np.argsort(x, axis=-1, kind="stable")
@@ -155,6 +169,9 @@ def _n_units(units: Units) -> int:
 
 def _resampled(metric: Metric, units: Units, draws: np.ndarray) -> np.ndarray:
     """The metric on each resample (rows of ``draws`` are unit indices)."""
+    parts = getattr(metric, "parts", None)
+    if parts is not None:
+        return np.mean([_resampled(m, units, draws) for m in parts], axis=0)
     batched = getattr(metric, "batched", None)
     if batched is not None:
         num, den = batched

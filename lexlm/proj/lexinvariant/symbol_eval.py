@@ -10,7 +10,7 @@ How accuracy is scored:
   the model learn the tasks at all).
 * Every model sees the same task rows (``eval_task_rows``: a paired comparison). Lexinvariant
   models draw fresh random tables per sequence, averaged over ``eval_draws`` draws.
-* ``context_guess_accuracy`` is the non-learned reference: a uniform guess among the distinct
+* ``context_guess_units`` is the non-learned reference: a uniform guess among the distinct
   symbols already in the row, what "copy something from the context" earns without solving
   the task.
 * Learned-table models (standard and semi) are scored with their learned table (p_eval = 0, as
@@ -51,7 +51,8 @@ def answer_accuracy(logits, targets, answer) -> tuple[int, int]:
 
 
 def correct_function(model, params, random_ids=None):
-    """Jitted (tokens, targets, answer, key) -> (correct, total) at answer positions.
+    """Jitted (tokens [B, T], targets [B, T], answer [B, T], key) -> (correct [B], answers [B]):
+    per row, the argmax hits and the count of answer positions.
 
     ``random_ids``: vocabulary ids whose rows are replaced by per-sequence random rows (a semi
     mask; the model must then be a 'semi' model); None: the model's own evaluation embedding.
@@ -76,30 +77,46 @@ def correct_function(model, params, random_ids=None):
             extra = embedding_inputs(cfg, key, b, train=False)
         logits = model.apply({"params": params}, tokens, method="logits", **extra)
         hit = (jnp.argmax(logits, axis=-1) == targets) & answer
-        return jnp.sum(hit), jnp.sum(answer)
+        return jnp.sum(hit, axis=1), jnp.sum(answer, axis=1)
 
     return fn
 
 
-def symbol_accuracy(correct_fn, rows: dict, key, draws: int, batch_size: int) -> float:
-    """Accuracy over all answer positions of ``rows``, averaged over embedding draws.
+def symbol_units(correct_fn, rows: dict, key, draws: int, batch_size: int) -> dict:
+    """{'correct': [N], 'total': [N]}: each row's hits and answer positions, summed over
+    ``draws`` embedding draws (the bootstrap's units are the rows).
 
     ``correct_fn`` comes from ``correct_function``; the last batch is padded with rows that
     have no answer positions, so one compiled shape serves every batch and task.
     """
     n, t = rows["inputs"].shape
-    correct = total = 0
+    correct = np.zeros(n, np.int64)
+    total = np.zeros(n, np.int64)
     for d in range(draws):
         for start in range(0, n, batch_size):
             batch = [rows[k][start : start + batch_size] for k in ("inputs", "targets", "answer")]
-            pad = batch_size - batch[0].shape[0]
-            if pad:
+            real = batch[0].shape[0]
+            if real < batch_size:
+                pad = batch_size - real
                 batch = [np.concatenate([x, np.zeros((pad, t), x.dtype)]) for x in batch]
             k = jax.random.fold_in(jax.random.fold_in(key, d), start)
             c, n_ans = correct_fn(*batch, k)
-            correct += int(c)
-            total += int(n_ans)
-    return correct / max(total, 1)
+            correct[start : start + real] += np.asarray(c)[:real]
+            total[start : start + real] += np.asarray(n_ans)[:real]
+    return {"correct": correct, "total": total}
+
+
+def accuracy(units: dict) -> float:
+    """Hits over answer positions of ``symbol_units`` (or ``context_guess_units``)."""
+    return float(np.sum(units["correct"]) / max(float(np.sum(units["total"])), 1.0))
+
+
+def task_mean_metric(tasks):
+    """The metric of a set's units (``'<task>:correct'``, ``'<task>:total'`` per row): the
+    unweighted mean over tasks of each task's accuracy."""
+    from lexlm.eval import intervals as iv
+
+    return iv.mean_of([iv.ratio_of_sums(f"{t}:correct", f"{t}:total") for t in tasks])
 
 
 def eval_task_rows(
@@ -118,12 +135,13 @@ def eval_task_rows(
     return out
 
 
-def context_guess_accuracy(rows: dict, symbol_ids) -> float:
-    """Expected accuracy of guessing uniformly among the distinct symbols seen so far in the row.
+def context_guess_units(rows: dict, symbol_ids) -> dict:
+    """{'correct': [N], 'total': [N]}: per row, the expected hits of guessing uniformly among
+    the distinct symbols seen so far, and its answer positions.
 
-    Every answer symbol occurs earlier in its instance, so this is 1/k at an answer position
-    with k distinct symbols in ``inputs[:t + 1]``: the score of a model that knows the answer
-    is "some symbol from the context" but not which one.
+    Every answer symbol occurs earlier in its instance, so a guess is right with probability 1/k
+    at an answer position with k distinct symbols in ``inputs[:t + 1]``: the score of a model
+    that knows the answer is "some symbol from the context" but not which one.
     """
     is_symbol = np.isin(rows["inputs"], np.asarray(symbol_ids))
     n, t = rows["inputs"].shape
@@ -134,18 +152,27 @@ def context_guess_accuracy(rows: dict, symbol_ids) -> float:
             first.setdefault(int(rows["inputs"][b, i]), int(i))
         firsts = np.sort(np.fromiter(first.values(), np.int64, len(first)))
         seen[b] = np.searchsorted(firsts, np.arange(t), side="right")
-    answer = rows["answer"]
-    return float(np.mean(1.0 / np.maximum(seen[answer], 1))) if answer.any() else 0.0
+    answer = np.asarray(rows["answer"], bool)
+    guess = np.where(answer, 1.0 / np.maximum(seen, 1), 0.0)
+    return {"correct": guess.sum(axis=1), "total": answer.sum(axis=1).astype(np.int64)}
 
 
-def _summary(per_task: dict[str, float]) -> dict[str, float]:
-    return {**per_task, "mean": float(np.mean(list(per_task.values())))}
+def set_result(per_task: dict[str, dict]) -> dict:
+    """One symbol set's entry: {task: accuracy, 'mean': the task mean, 'units': the per-row
+    ``'<task>:correct'`` and ``'<task>:total'`` that intervals resample}."""
+    out = {task: accuracy(u) for task, u in per_task.items()}
+    out["mean"] = float(np.mean(list(out.values())))
+    out["units"] = {
+        f"{task}:{k}": np.asarray(u[k]).tolist() for task, u in per_task.items() for k in u
+    }
+    return out
 
 
 def settings(sc, cfg) -> dict:
     """The scoring settings that change its numbers (with the run and the step)."""
     return {
         "kind": "symbols",
+        "per_row_units": True,  # what the saved result holds (older results had no units)
         "tasks": str(cfg.symbols.tasks),
         "lengths": {k: list(v) for k, v in as_lengths(cfg.symbols.lengths).items()},
         "eval_rows": int(sc.eval_rows),
@@ -155,14 +182,15 @@ def settings(sc, cfg) -> dict:
     }
 
 
-def score_symbol_run(sc, run_dir, cfg, step: int) -> dict:
-    """Symbol-task accuracies of one run's checkpoint ``step`` (``sc``: the experiment's
-    ``symbols`` block: eval_rows, eval_draws, eval_seed)."""
+def score_seed(sc, run_dir, cfg, step: int, seed: int) -> dict:
+    """{set: {task: symbol_units}} of copy ``seed`` of a run at checkpoint ``step``, and its
+    restored step and layout: the sets 'heldout', 'train' and, for learned-table models,
+    'heldout_random_rows'."""
     from lexlm.nn import TransformerLM
     from lexlm.proj.lexinvariant.symbols import layout_of
     from lexlm.proj.lm.run import restore_lm
 
-    model, params, tok, _, restored = restore_lm(run_dir, step)
+    model, params, tok, _, restored = restore_lm(run_dir, step, seed=seed)
     layout = layout_of(cfg, tok)
     lexinv = model.cfg.embedding == "lexinvariant"
     bs = int(cfg.eval.batch_size)
@@ -171,35 +199,59 @@ def score_symbol_run(sc, run_dir, cfg, step: int) -> dict:
     rows = eval_task_rows(sc, task_names, cfg.symbols.lengths, layout, int(cfg.seq_len))
     draws = int(sc.eval_draws) if lexinv else 1  # semi at p_eval = 0 is deterministic
     plain = correct_function(model, params)
-    ids = {"heldout": layout.heldout_ids, "train": layout.train_ids}
-    symbols = {
-        name: _summary(
-            {task: symbol_accuracy(plain, r, key, draws, bs) for task, r in sets.items()}
-        )
-        for name, sets in rows.items()
-    }
-    symbols["context_guess"] = {
-        name: _summary({task: context_guess_accuracy(r, ids[name]) for task, r in sets.items()})
-        for name, sets in rows.items()
+    sets = {
+        name: {task: symbol_units(plain, r, key, draws, bs) for task, r in per_task.items()}
+        for name, per_task in rows.items()
     }
     if not lexinv:
         randomised = correct_function(
             TransformerLM(semi_twin(model.cfg)), params, random_ids=layout.heldout_ids
         )
-        symbols["heldout_random_rows"] = _summary(
-            {
-                task: symbol_accuracy(randomised, r, key, int(sc.eval_draws), bs)
-                for task, r in rows["heldout"].items()
-            }
+        sets["heldout_random_rows"] = {
+            task: symbol_units(randomised, r, key, int(sc.eval_draws), bs)
+            for task, r in rows["heldout"].items()
+        }
+    ids = {"heldout": layout.heldout_ids, "train": layout.train_ids}
+    guess = {
+        name: {task: context_guess_units(r, ids[name]) for task, r in per_task.items()}
+        for name, per_task in rows.items()
+    }
+    return {"sets": sets, "guess": guess, "step": int(restored), "draws": draws,
+            "model": model.cfg, "layout": layout}  # fmt: skip
+
+
+def score_symbol_run(sc, run_dir, cfg, step: int) -> dict:
+    """Symbol-task accuracies of one run's checkpoint ``step`` (``sc``: the experiment's
+    ``symbols`` block: eval_rows, eval_draws, eval_seed), over its ``train.seeds`` copies:
+    each set's per-row units averaged over the copies (every copy sees the same rows), and the
+    spread of its task mean over them."""
+    from lexlm.eval import intervals as iv
+
+    per_seed = [
+        score_seed(sc, run_dir, cfg, step, s) for s in range(int(cfg.train.get("seeds", 1)))
+    ]
+    first = per_seed[0]
+    symbols = {}
+    for name in first["sets"]:
+        per_task = {
+            task: iv.mean_over_seeds([p["sets"][name][task] for p in per_seed])
+            for task in first["sets"][name]
+        }
+        symbols[name] = set_result(per_task)
+        symbols[name]["spread"] = iv.seed_spread(
+            [set_result(p["sets"][name])["mean"] for p in per_seed]
         )
+    symbols["context_guess"] = {name: set_result(g) for name, g in first["guess"].items()}
+    m = first["model"]
     return {
-        "embedding": model.cfg.embedding,
-        "semi_p": float(model.cfg.semi_p) if model.cfg.embedding == "semi" else 0.0,
-        "step": int(restored),
-        "symbol_draws": draws,
+        "embedding": m.embedding,
+        "semi_p": float(m.semi_p) if m.embedding == "semi" else 0.0,
+        "step": first["step"],
+        "seeds": len(per_seed),
+        "symbol_draws": first["draws"],
         "text_draws": int(cfg.eval.draws),
         "symbols": symbols,
-        "layout": layout.to_json(),
+        "layout": first["layout"].to_json(),
     }
 
 

@@ -4,7 +4,6 @@ of ``lexlm.proj.lexinvariant.symbols`` alone."""
 from __future__ import annotations
 
 import io
-import itertools
 
 
 def sweep_points(f: dict) -> list[tuple[float, str, dict]]:
@@ -62,12 +61,114 @@ def plot_sweep(f: dict) -> bytes:
     return buf.getvalue()
 
 
-def _monotone(values: list[float]) -> str:
-    if all(b > a for a, b in itertools.pairwise(values)):
-        return "rises monotonically"
-    if all(b < a for a, b in itertools.pairwise(values)):
-        return "falls monotonically"
-    return "is not monotone"
+def _with_interval(entry: dict, tasks, digits: int = 3) -> str:
+    """A symbol set's task mean, '± half its 95% bootstrap interval over evaluation rows' when
+    the finding holds its per-row units, and '(sd s)' over training seeds when there are several."""
+    from lexlm.eval import intervals as iv
+    from lexlm.proj.lexinvariant.symbol_eval import task_mean_metric
+
+    if "units" not in entry:
+        return f"{entry['mean']:.{digits}f}"
+    b = iv.bootstrap_interval(task_mean_metric(tasks), entry["units"])
+    cell = iv.plus_minus(entry["mean"], b["lo"], b["hi"], digits)
+    spread = entry.get("spread", {})
+    return cell + (f" (sd {spread['sd']:.{digits}f})" if spread.get("n", 1) > 1 else "")
+
+
+def _text_loss(test: dict) -> str:
+    from lexlm.eval import intervals as iv
+
+    b = test.get("interval")
+    if b is None:
+        return f"{test['loss']:.4f}"
+    return f"{test['loss']:.4f} (bpb {iv.plus_minus(b['value'], b['lo'], b['hi'])})"
+
+
+def _seed_text(f: dict) -> str:
+    seeds = f.get("train_seeds")
+    if seeds is None:
+        return " Training seeds: one seed; no interval recorded in this finding."
+    what = (
+        f"{f.get('eval_rows', '?')} evaluation rows per task (symbol accuracy; row i of every "
+        "task is one unit) and over 1 KB blocks of the test documents (text)"
+    )
+    if seeds == 1:
+        why = f" ({f['one_seed_reason']})" if f.get("one_seed_reason") else ""
+        return f" One training seed per run{why}; ± is half the 95% bootstrap interval over {what}."
+    return (
+        f" {seeds} training seeds per run (`train.seeds={seeds}`, trained in one program); the "
+        f"seed-averaged model, ± half the 95% bootstrap interval over {what}; sd: the spread of "
+        "the task mean over seeds."
+    )
+
+
+def _comparison_lines(f: dict, guess: dict) -> list[str]:
+    """The sentences of finding 3: orderings only where the paired interval excludes 0."""
+    from lexlm.eval import intervals as iv
+
+    cmps = f.get("comparisons")
+    if cmps is None:
+        return ["", "Comparisons: no interval recorded in this finding, so no ordering is stated."]
+    out = [""]
+    if "lexinvariant_vs_standard" in cmps:
+        sentence = iv.ordering_sentence(
+            "the lexinvariant LM",
+            "the standard LM",
+            cmps["lexinvariant_vs_standard"],
+            lower_is_better=False,
+        )
+        out.append(f"Held-out symbols, mean task accuracy: {sentence}.")
+    above = [
+        name
+        for name, c in cmps["vs_guess"].items()
+        if iv.ordered(c["train"], lower_is_better=False) == "a"
+    ]
+    if not above:
+        best = max(f["runs"].values(), key=lambda r: r["symbols"]["train"]["mean"])
+        out += [
+            "",
+            "**No model learned the tasks at this budget**: no model's accuracy on *training* "
+            "symbols is above the context-guess reference "
+            f"({guess['train']['mean']:.3f}) with a paired interval that excludes 0 (the "
+            f"highest is {best['symbols']['train']['mean']:.3f}), so a gap on held-out symbols "
+            "says only that a learned table cannot emit a symbol it never saw, not that the "
+            "lexinvariant LM reasons in context.",
+        ]
+    else:
+        out.append(
+            "Above the context guess on training symbols (paired interval excluding 0): "
+            + ", ".join(above)
+            + "."
+        )
+    out += ["", "Each model against the context guess (model minus guess, paired over rows):", ""]
+    for name, c in cmps["vs_guess"].items():
+        out.append(
+            f"- {name}: held-out {iv.fmt_interval(c['heldout'])}, training symbols "
+            f"{iv.fmt_interval(c['train'])}"
+        )
+    return out
+
+
+def _sweep_lines(f: dict) -> list[str]:
+    from lexlm.eval import intervals as iv
+
+    sweep = f.get("comparisons", {}).get("sweep")
+    if not sweep:
+        return []
+    out = ["", "Each semi run against the standard LM (p = 0), paired:", ""]
+    for name, c in sweep.items():
+        text = (
+            iv.ordering_sentence(
+                name, "the standard LM", c["text_bpb"], lower_is_better=True, digits=4
+            )
+            if "text_bpb" in c
+            else "no interval (one test block)"
+        )
+        acc = iv.ordering_sentence(
+            name, "the standard LM", c["heldout_random_rows"], lower_is_better=False
+        )
+        out.append(f"- test bits per byte: {text}; held-out accuracy with random rows: {acc}.")
+    return out
 
 
 def render_symbols(f: dict, provenance: dict, figures) -> str:
@@ -89,12 +190,7 @@ def render_symbols(f: dict, provenance: dict, figures) -> str:
         f"`s1...sn{rv}` -> `sn...s1`; each row is a few-shot run of one task, instances "
         "separated by eos. Teacher-forced argmax accuracy over the full vocabulary at answer "
         "positions; random-embedding models averaged over draws; all models see the same "
-        "evaluation rows."
-        + (
-            ""
-            if "train_seeds" in f
-            else " Training seeds: one seed; no interval recorded in this finding."
-        ),
+        "evaluation rows." + _seed_text(f),
         "",
         "### Finding 3: symbols never seen in training",
         "",
@@ -104,12 +200,14 @@ def render_symbols(f: dict, provenance: dict, figures) -> str:
     for name, r in runs.items():
         h, t = r["symbols"]["heldout"], r["symbols"]["train"]
         cells = " | ".join(f"{h[k]:.3f}" for k in tasks)
-        lines.append(f"| {name} | {cells} | {h['mean']:.3f} | {t['mean']:.3f} |")
+        lines.append(
+            f"| {name} | {cells} | {_with_interval(h, tasks)} | {_with_interval(t, tasks)} |"
+        )
     g = any_run["symbols"]["context_guess"]
     cells = " | ".join(f"{g['heldout'][k]:.3f}" for k in tasks)
     lines.append(
-        f"| *context guess (reference)* | {cells} | {g['heldout']['mean']:.3f} | "
-        f"{g['train']['mean']:.3f} |"
+        f"| *context guess (reference)* | {cells} | {_with_interval(g['heldout'], tasks)} | "
+        f"{_with_interval(g['train'], tasks)} |"
     )
     lines += [
         "",
@@ -124,21 +222,7 @@ def render_symbols(f: dict, provenance: dict, figures) -> str:
     for name, r in runs.items():
         t = r["symbols"]["train"]
         lines.append(f"| {name} | " + " | ".join(f"{t[k]:.3f}" for k in tasks) + " |")
-    std, lex = runs.get("standard"), runs.get("lexinvariant")
-    if std and lex:
-        s, x = std["symbols"]["heldout"]["mean"], lex["symbols"]["heldout"]["mean"]
-        ratio = f"{x / s:.1f}x" if s > 0 else "unbounded (the standard LM is at 0)"
-        lines += ["", f"Held-out mean accuracy, lexinvariant / standard: {ratio}."]
-        best_train = max(r["symbols"]["train"]["mean"] for r in runs.values())
-        if best_train <= g["train"]["mean"]:
-            lines += [
-                "",
-                "**No model learned the tasks at this budget**: every model's accuracy on "
-                f"*training* symbols (at most {best_train:.3f}) is at or below the "
-                f"context-guess reference ({g['train']['mean']:.3f}), so the ratio above says "
-                "only that the standard LM cannot emit a symbol it never saw, not that the "
-                "lexinvariant LM reasons in context.",
-            ]
+    lines += _comparison_lines(f, g)
     lines += [
         "",
         "### Finding 4: semi-lexinvariance sweep",
@@ -154,23 +238,19 @@ def render_symbols(f: dict, provenance: dict, figures) -> str:
     for p, _name, r in pts:
         s = r["symbols"]
         lines.append(
-            f"| {p:g} | {r['test']['loss']:.4f} | {r['test']['perplexity']:.3f} | "
-            f"{s['heldout']['mean']:.3f} | {s['heldout_random_rows']['mean']:.3f} | "
-            f"{s['train']['mean']:.3f} |"
+            f"| {p:g} | {_text_loss(r['test'])} | {r['test']['perplexity']:.3f} | "
+            f"{_with_interval(s['heldout'], tasks)} | "
+            f"{_with_interval(s['heldout_random_rows'], tasks)} | "
+            f"{_with_interval(s['train'], tasks)} |"
         )
+    lex = runs.get("lexinvariant")
     if lex:
         s = lex["symbols"]
         lines.append(
-            f"| lexinvariant | {lex['test']['loss']:.4f} | {lex['test']['perplexity']:.3f} | "
-            f"{s['heldout']['mean']:.3f} | n/a | {s['train']['mean']:.3f} |"
+            f"| lexinvariant | {_text_loss(lex['test'])} | {lex['test']['perplexity']:.3f} | "
+            f"{_with_interval(s['heldout'], tasks)} | n/a | {_with_interval(s['train'], tasks)} |"
         )
-    if len(pts) > 1:
-        lines += [
-            "",
-            f"Natural-text test loss {_monotone([r['test']['loss'] for _, _, r in pts])} in p "
-            f"({pts[0][2]['test']['loss']:.4f} at p = 0, {pts[-1][2]['test']['loss']:.4f} at "
-            f"p = {pts[-1][0]:g}).",
-        ]
+    lines += _sweep_lines(f)
     path = figures.save("symbols_sweep.png", plot_sweep(f))
     lines += ["", f"![semi-lexinvariance sweep]({path})", ""]
     from lexlm.proj.lexinvariant.report import timing_lines

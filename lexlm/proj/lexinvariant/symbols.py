@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import jax
 import ml_collections
+import numpy as np
 
 from lexlm.data.symbol_tasks import TASKS, SymbolLayout, SymbolMix, as_lengths, make_layout
 from lexlm.errors import ConfigError
@@ -174,12 +175,65 @@ def train_symbol_run(wd, name: str, cfg, run_dir) -> None:
 # ----------------------------------------------------------------------------- the experiment
 
 
+def text_result(run_dir, step: int) -> dict:
+    """Natural-text test metrics of a run's every copy: their means, the seed-averaged
+    per-block ``units`` and the bootstrap ``interval`` of bits per byte (``combine_seeds``)."""
+    from lexlm.proj.lm.evaluate import evaluate_seeds
+
+    combined = evaluate_seeds(run_dir, "test", step)
+    per_seed = combined.pop("seeds")
+    scalars = ("loss", "perplexity", "bits_per_byte", "bits_per_char")
+    means = {k: float(np.mean([m[k] for m in per_seed])) for k in scalars if k in per_seed[0]}
+    return {**means, **combined}
+
+
+def symbol_comparisons(runs: dict, tasks) -> dict:
+    """The findings' paired bootstrap comparisons over evaluation rows (symbol accuracy, the
+    task mean) and over test blocks (bits per byte), each ``intervals.compare``'s dict:
+
+    * ``lexinvariant_vs_standard``: held-out accuracy, lexinvariant minus standard;
+    * ``vs_guess``: {run: {set: run minus the context guess}} on held-out and training symbols;
+    * ``sweep``: {semi run: {'text_bpb', 'heldout_random_rows'}: semi minus the standard LM}.
+    """
+    from lexlm.eval import intervals as iv
+    from lexlm.proj.lexinvariant.symbol_eval import task_mean_metric
+
+    acc = task_mean_metric(tasks)
+    bpb = iv.ratio_of_sums("bits", "bytes")
+    std, lex = runs.get("standard"), runs.get("lexinvariant")
+    out: dict = {"vs_guess": {}, "sweep": {}}
+    if std and lex:
+        out["lexinvariant_vs_standard"] = iv.compare(
+            acc, lex["symbols"]["heldout"]["units"], std["symbols"]["heldout"]["units"]
+        )
+    for name, r in runs.items():
+        guess = r["symbols"]["context_guess"]
+        out["vs_guess"][name] = {
+            s: iv.compare(acc, r["symbols"][s]["units"], guess[s]["units"])
+            for s in ("heldout", "train")
+        }
+    for name, r in runs.items():
+        if r["embedding"] != "semi" or not std:
+            continue
+        out["sweep"][name] = {
+            "heldout_random_rows": iv.compare(
+                acc,
+                r["symbols"]["heldout_random_rows"]["units"],
+                std["symbols"]["heldout_random_rows"]["units"],
+            )
+        }
+        if len(std["test"]["units"]["bytes"]) > 1:  # a test split of one block has no interval
+            out["sweep"][name]["text_bpb"] = iv.compare(
+                bpb, r["test"]["units"], std["test"]["units"]
+            )
+    return out
+
+
 def symbols_run(c, wd: store.Workdir) -> dict:
     """Trains every run (resuming any that exist), evaluates them from their final
     checkpoints and returns the findings that ``symbol_report`` writes up."""
     from lexlm.proj.lexinvariant.run import check_runs
     from lexlm.proj.lexinvariant.symbol_eval import evaluate_symbol_run
-    from lexlm.proj.lm.evaluate import evaluate_run
 
     specs_by_name = run_specs(c)
     names = list(specs_by_name)
@@ -194,12 +248,16 @@ def symbols_run(c, wd: store.Workdir) -> dict:
         name, cfg = s["name"], s["cfg"]
         train_symbol_run(wd, name, cfg, dirs[name])
         step = int(cfg.train.steps)
-        text = evaluate_run(dirs[name], "test", step)
-        text = {k: v for k, v in text.items() if k != "loss_by_position"}
+        text = text_result(dirs[name], step)
         runs[name] = {**evaluate_symbol_run(c.symbols, dirs[name], cfg, step), "test": text}
+    seeds = int(c.train.get("seeds", 1))
     return {
         "experiment": "symbols",
         "runs": runs,
+        "comparisons": symbol_comparisons(runs, tasks(c)),
+        "train_seeds": seeds,
+        "one_seed_reason": str(c.symbols.get("one_seed_reason", "")) if seeds == 1 else "",
+        "eval_rows": int(c.symbols.eval_rows),
         "tasks": tasks(c),
         "semi_ps": [0.0, *[float(p) for p in c.symbols.semi_ps]],
         "steps": int(c.train.steps),
