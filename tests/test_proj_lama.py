@@ -105,6 +105,7 @@ def test_findings_report_and_figures(reference, tmp_path):
     np.testing.assert_allclose(np.sum(lama["weights"][0], axis=1), 1.0, atol=1e-3)
     provenance = json.loads((reference / "provenance.json").read_text())
     assert set(provenance["timings"]) == {"cls_lama", "cls_additive"}
+    assert all(t["load"] >= 0 for t in provenance["timings"].values())  # the machine's load
     assert "step_s" not in json.dumps(f)  # timings are provenance, never findings
     text = (reference / "report.md").read_text()
     assert "| LAMA |" in text and "figures/attention_lama.png" in text
@@ -413,6 +414,17 @@ def test_majority_gap_table_and_sentences():
     lines = report.table(rows, 400, timings)
     assert lines[2] == "| LAMA | 80.0 | 80.0 | 5 | 100 | 0.250 | 1,000 | - | 10.0 |"
     assert lines[3].endswith("| 900 | - | - |")  # no timing: reused, not trained in that command
+    # the step-time line names a model that trained while another job competed (load > cores+1)
+    timings = {"cls_lama": {"step_s": 0.01, "load": 2.2},
+               "cls_additive": {"step_s": 0.02, "load": 3.4}}  # fmt: skip
+    prov = {"machine": "m", "cpu_cores": 2, "timings": timings}
+    line = report.step_time_line(rows[:2], prov)
+    assert "on 2 cores: LAMA 2.2, additive attention (HAN) 3.4" in line
+    assert "Another job competed while additive attention (HAN) trained" in line
+    prov["timings"]["cls_additive"]["load"] = 2.9
+    assert report.step_time_line(rows[:2], prov).endswith("Compare them within the table.")
+    del prov["timings"]["cls_additive"]["load"]
+    assert "load while they trained was not recorded" in report.step_time_line(rows[:2], prov)
     rows = [
         {"model": "standard", "width": 128, "rank": None, "bits_per_char": 2.563,
          "attention_params": 1000, "params": 4000, "flops_per_token": 100.0, "step": 600},

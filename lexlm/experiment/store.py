@@ -301,6 +301,7 @@ def provenance(
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
         f"{jax.device_count()} {jax.devices()[0].platform} device(s)",
+        "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
         "jax": jax.__version__,
         "wall_s": round(time.perf_counter() - started, 1),

@@ -441,6 +441,8 @@ def _train(cfg, task, batches, workdir, mesh_shape, hooks, resume) -> TrainResul
         mean["tokens_per_s"] = tokens / elapsed
         mean["steps_per_s"] = len(fetched) / elapsed
         mean["lr"] = float(schedule(steps[-1] - 1))
+        if hasattr(os, "getloadavg"):  # how busy the machine was: timings under load inflate
+            mean["load_1min"] = os.getloadavg()[0]
         record = {"step": steps[-1], **mean}
         history.append(record)
         writer.write(steps[-1], mean)

@@ -167,6 +167,27 @@ def step_time(provenance: dict, model: str) -> float | None:
     return provenance.get("timings", {}).get(f"cls_{model}", {}).get("step_s")
 
 
+def step_time_line(rows: Sequence[dict], provenance: dict) -> str:
+    """What the step-time column is, and whether it may be compared: a model that trained while
+    the machine's median 1-minute load average exceeded its cores + 1 (another job competing)
+    is named, its step time inflated."""
+    head = f"Step times are median wall times per training step ({provenance.get('machine')})"
+    timings = provenance.get("timings", {})
+    loads = {r["model"]: timings.get(f"cls_{r['model']}", {}).get("load") for r in rows}
+    if any(v is None for v in loads.values()):
+        return f"{head}; the machine's load while they trained was not recorded in this finding."
+    cores = int(provenance.get("cpu_cores") or 1)
+    busy = [NAMES.get(m, m) for m, v in loads.items() if v > cores + 1]
+    each = ", ".join(f"{NAMES.get(m, m)} {v:.1f}" for m, v in loads.items())
+    head += f"; median 1-minute load average while each trained, on {cores} cores: {each}"
+    if busy:
+        return (
+            f"{head}. Another job competed while {', '.join(busy)} trained (load above "
+            f"{cores + 1}): those step times are inflated; compare only the others."
+        )
+    return f"{head}. Compare them within the table."
+
+
 def entropy_cell(r: dict) -> str:
     e = r.get("entropy")
     if not e or e.get("entropy") is None:
@@ -282,10 +303,7 @@ def render_classify(f: dict, provenance: dict, figures) -> str:
     ]
     lines += summary_lines(f)
     if any(step_time(provenance, r["model"]) is not None for r in rows):
-        lines.append(
-            f"Step times are median wall times per training step ({provenance.get('machine')}); "
-            "compare them within the table."
-        )
+        lines.append(step_time_line(rows, provenance))
     lines.append("")
     path = figures.save("validation_accuracy.png", plot_validation(rows))
     lines += [f"![validation accuracy by step]({path})", ""]

@@ -334,11 +334,13 @@ def run_classify(c, wd: store.Workdir) -> dict:
         t0 = time.perf_counter()
         result = train_classifier(cfg, run_dir, enc, vocab)
         if result.history:  # trained in this call: its step time goes to the provenance
-            rates = [h["steps_per_s"] for h in result.history[1:]] or [
-                h["steps_per_s"] for h in result.history
-            ]
+            timed = result.history[1:] or result.history
+            rates = [h["steps_per_s"] for h in timed]
             wd.timings[f"cls_{name}"] = {"train_s": round(time.perf_counter() - t0, 1),
                                          "step_s": 1.0 / float(np.median(rates))}  # fmt: skip
+            loads = [h["load_1min"] for h in timed if "load_1min" in h]
+            if loads:  # the machine's 1-minute load average while it trained (median)
+                wd.timings[f"cls_{name}"]["load"] = round(float(np.median(loads)), 2)
         # each copy's step is chosen on validation alone; only then is test scored, once, at it
         row, params = model_row(run_dir, name, saved_steps(c.train), int(c.train.get("seeds", 1)))
         model_cfg = run_model_config(cfg)
