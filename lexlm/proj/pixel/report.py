@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,48 +83,6 @@ NAMES = {
     "tfidf": "reference: TF-IDF bag of words (no training)",
 }
 SHORT = {"pixel": "the pixel encoder", "token": "the subword encoder", "tfidf": "TF-IDF"}
-MAIN_RATE = 0.1
-
-
-def drop_at(row: dict, rate: float) -> float:
-    for r in row["robustness"]:
-        if math.isclose(r["rate"], rate):
-            return r["drop"]
-    return math.nan
-
-
-def typo_gap(rows: Sequence[dict], rate: float) -> dict | None:
-    """{'pixel': drop, 'token': drop} at ``rate`` when both models ran, else None."""
-    by = {r["model"]: drop_at(r, rate) for r in rows}
-    if "pixel" not in by or "token" not in by:
-        return None
-    return {"pixel": by["pixel"], "token": by["token"]}
-
-
-def compare(a: float, b: float, more: str, less: str, same: str) -> str:
-    """The word for ``a`` against ``b`` at the precision printed (one decimal)."""
-    a, b = round(a, 1), round(b, 1)
-    return more if a > b else less if a < b else same
-
-
-def table(rows: Sequence[dict]) -> list[str]:
-    rates = [r["rate"] for r in rows[0]["robustness"][1:]] if rows else []
-    head = " | ".join(f"test at {100 * r:g}% typos (drop)" for r in rates)
-    lines = [
-        f"| model | test Spearman | test, no head | dev Spearman | selected | {head} | "
-        "parameters |",
-        "|---|---|---|---|---|" + "---|" * len(rates) + "---|",
-    ]
-    for r in rows:
-        cells = " | ".join(f"{x['spearman']:.1f} ({x['drop']:+.1f})" for x in r["robustness"][1:])
-        ref = r.get("reference", False)
-        no_head = "-" if ref else f"{r['test_no_head']:.1f}"
-        chosen = "-" if ref else f"{r['stage']} step {r['step']}"
-        lines.append(
-            f"| {NAMES.get(r['model'], r['model'])} | {r['test']:.1f} | {no_head} | "
-            f"{r['dev']:.1f} | {chosen} | {cells} | {r['params']:,} |"
-        )
-    return lines
 
 
 def _target(f: dict) -> str:
@@ -154,81 +111,6 @@ def _training(f: dict) -> str:
         out += f", {s['topical_steps']} topical steps on {d['topical_pairs']:,} neighbour pairs"
     if s["mae_steps"]:
         out += f"; the pixel encoder first {s['mae_steps']} MAE steps"
-    return out
-
-
-def _change(drop: float) -> str:
-    """A drop of test Spearman in words (a negative drop is a gain)."""
-    return f"loses {drop:.1f} points" if round(drop, 1) >= 0 else f"gains {-drop:.1f} points"
-
-
-def _order(p: float, t: float) -> str:
-    """How the pixel encoder's drop compares with the subword encoder's."""
-    if min(round(p, 1), round(t, 1)) >= 0:
-        return "the pixel encoder loses " + compare(p, t, "more", "less", "as much")
-    return "the pixel encoder's drop is " + compare(p, t, "larger", "smaller", "the same")
-
-
-def _typo_sentences(rows: Sequence[dict], rates: Sequence[float]) -> list[str]:
-    models = {r["model"]: r for r in rows}
-    if "pixel" not in models or "token" not in models or not rates:
-        return []
-    main = MAIN_RATE if any(math.isclose(r, MAIN_RATE) for r in rates) else rates[0]
-    gap = typo_gap(rows, main)
-    p, t = gap["pixel"], gap["token"]
-    order = _order(p, t)
-    paper = " (the paper's direction)" if round(p, 1) < round(t, 1) else ""
-    out = (f"Under {100 * main:g}% character typos the pixel encoder {_change(p)} and the subword "
-           f"encoder {_change(t)}: {order}{paper}.")  # fmt: skip
-    others = [r for r in rates if not math.isclose(r, main)]
-    if others:
-        pairs = [
-            (100 * r, drop_at(models["pixel"], r), drop_at(models["token"], r)) for r in others
-        ]
-        same = all(
-            compare(a, b, "more", "less", "as much") == compare(p, t, "more", "less", "as much")
-            for _, a, b in pairs
-        )
-        listed = "; ".join(f"{r:g}%: {a:+.1f} against {b:+.1f}" for r, a, b in pairs)
-        order_note = ", in the same order" if same else ""
-        out += f" Drops at the other rates, pixel against subword{order_note}: {listed}."
-    worst = max(rows, key=lambda r: drop_at(r, main))
-    name = SHORT.get(worst["model"], worst["model"])
-    out += f" The largest loss at {100 * main:g}% is {name}'s ({drop_at(worst, main):.1f})."
-    return [f"- {out}"]
-
-
-def _clean_sentences(rows: Sequence[dict]) -> list[str]:
-    models = {r["model"]: r for r in rows}
-    out = []
-    if "pixel" in models and "token" in models:
-        p, t = models["pixel"], models["token"]
-        word = compare(p["test"], t["test"], "above", "below", "level with")
-        out.append(
-            f"- Clean, the pixel encoder is {abs(p['test'] - t['test']):.1f} points {word} the "
-            f"subword encoder ({p['test']:.1f} against {t['test']:.1f})."
-        )
-    for r in rows:
-        if r.get("reference"):
-            continue
-        soup = next((e for e in r["evals"] if e["stage"] == "soup"), None)
-        unsup = [e for e in r["evals"] if e["stage"].startswith("unsup_")]
-        finals = {}
-        for e in unsup:  # each perturbation run's last checkpoint
-            finals[e["stage"]] = e
-        line = _stages_prefix(r, finals, soup, "")
-        line += (f"selected {r['stage']} step {r['step']} at {r['dev']:.1f}. Without the pooling "
-                 "head (Pixel-Linguist's `PIXELForRepresentation`) it scores "
-                 f"{r['test_no_head']:.1f} on test.")  # fmt: skip
-        out.append(line)
-    ref = next((r for r in rows if r.get("reference")), None)
-    encoders = [r for r in rows if not r.get("reference")]
-    if ref is not None and encoders:
-        above = [r for r in encoders if round(r["test"], 1) > round(ref["test"], 1)]
-        where = ("above every encoder" if not above else
-                 "below every encoder" if len(above) == len(encoders) else
-                 f"below {', '.join(SHORT[r['model']] for r in above)}")  # fmt: skip
-        out.append(f"- The TF-IDF reference scores {ref['test']:.1f} on test, {where}.")
     return out
 
 
@@ -297,15 +179,6 @@ def _count_lines(rows: Sequence[dict]) -> list[str]:
         out.append("In-batch candidates left out of InfoNCE as the same sentence as the anchor "
                    f"or its positive, over all stages: {'; '.join(dups)}.")  # fmt: skip
     return [*out, ""] if out else []
-
-
-OLD_NOTE = "One seed; no interval recorded in this finding."
-
-
-def has_intervals(f: dict) -> bool:
-    """Whether a finding was made under the seeds + intervals protocol (older ones were not:
-    they render as before, with ``OLD_NOTE``)."""
-    return all("seeds" in r for r in f["rows"])
 
 
 def _pm(value: float, lo: float, hi: float) -> str:
@@ -465,10 +338,6 @@ def _encoder_lines(rows: Sequence[dict]) -> list[str]:
 
 
 def _body(f: dict) -> list[str]:
-    if not has_intervals(f):
-        rows = f["rows"]
-        return [OLD_NOTE, "", *table(rows), "", *_typo_sentences(rows, f["typo_rates"]),
-                *_clean_sentences(rows)]  # fmt: skip
     return [_protocol(f), "", *interval_table(f["rows"]), "", *spread_table(f["rows"]), "",
             *comparison_sentences(f), *_encoder_lines(f["rows"])]  # fmt: skip
 
