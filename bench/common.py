@@ -347,25 +347,37 @@ def on_accelerator() -> bool:
 @dataclasses.dataclass
 class TaskStep:
     """The trainer's train step (build_state + make_train_step) for any ``Task`` and one fixed
-    in-memory batch; ``compile()`` then calling the object runs steps on its own state."""
+    in-memory batch; ``compile()`` then calling the object runs steps on its own state.
+
+    ``seeds`` = S > 1 builds the trainer's seed-batched step (``train.seeds`` = S): S copies,
+    initialised from seeds 0 .. S - 1, each fed ``batch`` (stacked on a leading axis of S)."""
 
     task: Any
     batch: dict
     mesh: Mesh
     compiled: Any = None
     compile_s: float = 0.0
+    seeds: int = 1
 
     def __post_init__(self):
+        from lexlm.train.loop import seed_keys
+
         train_cfg = default_train_config()
         train_cfg.batch_size = next(iter(self.batch.values())).shape[0]
         train_cfg.steps = 1_000_000
         train_cfg.mesh = tuple(self.mesh.devices.shape)
+        train_cfg.seeds = int(self.seeds)
         self.fns = build_state(self.task, train_cfg, self.mesh)
         self.step = make_train_step(self.task, self.fns)
+        init_key, self.key = (
+            (jax.random.key(0), jax.random.key(1)) if self.seeds == 1 else seed_keys(train_cfg)
+        )
         with jax.set_mesh(self.mesh):
-            self.state = self.fns.init_state(jax.random.key(0))
-        self.arrays = put_batch(self.batch, self.mesh)
-        self.key = jax.random.key(1)
+            self.state = self.fns.init_state(init_key)
+        batch = self.batch
+        if self.seeds > 1:
+            batch = {k: np.stack([np.asarray(v)] * self.seeds) for k, v in batch.items()}
+        self.arrays = put_batch(batch, self.mesh, self.seeds)
 
     def compile(self):
         t0 = time.perf_counter()
@@ -381,7 +393,9 @@ class TaskStep:
         return metrics
 
     def param_count(self) -> int:
-        return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.fns.abstract.params))
+        """Parameters of one copy."""
+        n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(self.fns.abstract.params))
+        return n // self.seeds
 
 
 HELP = ("-h", "-help", "--help", "--helpshort", "--helpfull")

@@ -244,16 +244,51 @@ def test_render_bench_times_the_same_sentences_and_divides_no_quoted_figure(caps
     assert len(calls) == 5 and rates["a"] > 0  # one warm-up, then 4 timed passes
 
 
-def test_seed_bench_times_both_steps_and_stacks_the_state():
-    """bench.seeds builds the S-copy step as the trainer does: state and batch carry a leading
-    seed axis, both steps run, and the ratio is of the two medians."""
+def test_seed_bench_captures_a_runs_own_task_and_batch_and_times_both_steps(tmp_path):
+    """bench.seeds takes a model's task and first batch from its own run (nothing trains),
+    builds the S-copy step as the trainer does (state and batch with a leading seed axis), and
+    the ratios are of the two medians."""
     from bench import common, seeds
 
-    cfg = common.lm_config("tiny", 16, width=32, depth=1, heads=2, vocab_size=50)
-    step = common.LMStep(cfg, 16, 4, common.make_mesh("1"), seeds=3).init()
-    state, metrics = step()
-    assert jax.tree.leaves(state.params)[0].shape[0] == 3
-    assert {"loss_seed0", "loss_seed2"} <= set(metrics)
-    r = seeds.time_pair(cfg, 16, 4, 3, steps=1, rounds=1)
+    models = dict(seeds.section_models("lama", str(tmp_path)))
+    c = seeds.capture(models["mean"])
+    assert c.task.name == "cls_mean"
+    assert next(iter(c.batch.values())).shape[0] == 64  # the lama tiny config's batch
+    assert not list(tmp_path.rglob("checkpoints/*"))  # the run stopped before training
+    r = seeds.time_tasks(c.task, c.batch, 3, steps=1, rounds=1)
     assert r["ratio"] == pytest.approx(r["seeds_ms"] / r["one_ms"], rel=1e-2)
     assert r["per_seed_ratio"] == pytest.approx(r["ratio"] / 3, rel=1e-2)
+    assert r["params"] == common.TaskStep(c.task, c.batch, common.make_mesh("1")).param_count()
+    step = common.TaskStep(c.task, c.batch, common.make_mesh("1"), seeds=3)
+    assert jax.tree.leaves(step.state.params)[0].shape[0] == 3
+    assert {"loss_seed0", "loss_seed2"} <= set(step())
+    with pytest.raises(RuntimeError, match="without calling the trainer"):
+        seeds.capture(lambda: None)
+
+
+def test_seed_table_floor_and_sentences_on_known_rows():
+    """The floor is S x busy cores / cores (at least 1); each sentence counts its rows."""
+    from lexlm.proj.main import seeds_report as sr
+
+    assert sr.floor({"cores_busy_one": 1.5}, 4, 2) == 3.0
+    assert sr.floor({"cores_busy_one": 0.2}, 4, 2) == 1.0
+    assert sr.floor({"cores_busy_one": 2.4}, 4, 2) == 4.0  # more busy than cores: capped
+    row = dict(params=10, one_ms=10.0, seeds_ms=15.0, ratio=1.5, per_seed_ratio=0.375,
+               cpu_ratio=2.0, cores_busy_one=0.5, cores_busy_seeds=1.4, load_1min=0.5)  # fmt: skip
+    slow = {**row, "ratio": 5.0, "cpu_ratio": 5.0, "cores_busy_one": 1.9, "load_1min": 3.5}
+    f = {"seeds": 4, "target": 2.0, "cpu_cores": 2, "rounds": 3, "steps": 5, "device": "cpu",
+         "models": [{"section": "a", "model": "x", **row},
+                    {"section": "b", "model": "y", **slow}]}  # fmt: skip
+    text = sr.render(f)
+    assert "1 of 2 models meet it" in text
+    assert (
+        "| a | x | 10 | 10.0 | 15.0 | 1.50x | 0.38x | 2.00x | 0.50 | 1.40 | 1.00x | 0.5 |" in text
+    )
+    assert "| 3.80x | 3.5 |" in text
+    assert "For 1 of 2 models one copy's step already keeps" in text
+    assert "over the floor: 1.32x to 1.50x (median 1.41x)" in text  # 5.0 / 3.8 and 1.5 / 1.0
+    assert "for 1 models (b/y)" in text
+    assert "load above 3): b/y" in text
+    assert sr.sentences(f["models"][:1], 4, 2, 2.0) == [
+        "Measured ratio over the floor: 1.50x to 1.50x (median 1.50x)."
+    ]

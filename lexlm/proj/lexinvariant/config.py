@@ -32,7 +32,9 @@ Variants (``get_config(variant)``):
 * ``tiny``: prose (the embedded Lee corpus), characters and 512 BPE subwords, the 2 x 128
   model and context 128 of ``lm:tiny``; the main job's section. Its standard character run
   has exactly the config of ``lm:tiny``, so the main job hands it its baseline run (checked).
-* ``small``: prose and code (the Python standard library), characters, context 512.
+* ``small``: prose and code (the Python standard library), characters and 512 BPE subwords,
+  the tiny model at context 512, 3 seeds per run (``--config.train.seeds=1`` where three do
+  not fit: the page says which).
 * ``paper``: 12 x 1024, context 512, characters and 32k subwords, wiki40b/en through TFDS
   (prepare it first): for TPU / GPU.
 * ``ablation``: the readout-fix ablation of the tiny character lexinvariant LM.
@@ -125,7 +127,6 @@ def findings_config(variant: str) -> ml_collections.ConfigDict:
         c.position_buckets = (1, 4, 16, 32, 64, 128, 257)
     if variant == "small":
         c.corpora = "prose,code"
-        c.units = "char"
         c.seq_len = 512
         c.train.update(steps=1200, batch_size=8, ckpt_every=400, log_every=50, seeds=3)
         c.eval.update(max_windows=128, batch_size=16)

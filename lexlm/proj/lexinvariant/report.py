@@ -128,9 +128,9 @@ def _setup(f: dict) -> list[str]:
         seed_text = f"Training seeds: {OLD_FINDING}."
     elif seeds == 1:
         seed_text = (
-            "One training seed per run (`train.seeds=1`: three would not fit in the main "
-            "job's time); intervals are 95% bootstrap intervals over test units (1 KB blocks "
-            "of the test documents)."
+            "One training seed per run (`train.seeds=1`: three would not fit this 2-core "
+            "machine's time for the run); intervals are 95% bootstrap intervals over test "
+            "units (1 KB blocks of the test documents)."
         )
     else:
         seed_text = (

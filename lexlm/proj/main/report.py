@@ -14,7 +14,10 @@ embedded corpora (`python -m lexlm.run --config main --workdir results`), each i
 its checkpoints end to end; at these sizes its numbers are not findings (each project's page
 has those).
 """,
-    "findings": [("main", "The last main job")],
+    "findings": [
+        ("main", "The last main job"),
+        ("seeds", "Seeds as a batch axis: S = 4 copies against one (`python -m bench.seeds`)"),
+    ],
 }
 
 TITLES = {
@@ -29,6 +32,10 @@ TITLES = {
 
 
 def render(findings: dict, provenance: dict, figures) -> str:
+    if findings.get("bench") == "seeds":
+        from lexlm.proj.main import seeds_report
+
+        return seeds_report.render(findings)
     wall = provenance.get("wall_s")
     lines = []
     if isinstance(wall, (int, float)):
