@@ -438,6 +438,8 @@ def test_findings_table_on_a_small_case():
     assert "word-pooled (eTok) (1.000) < character LM (1.500)." in with_units
     assert "word-pooled (eTok) (66.7%) ~ character LM (33.3%)." in with_units
     assert "| 1.000 ± 0.000 |" in with_units
+    assert "| word-pooled (eTok) | 66.7 ± " in with_units and "over the targets." in with_units
+    assert "| word-pooled (eTok) | 66.7 |" in text  # no per-target units: no '±'
     # the prediction diff against the count reference, target by target
     assert g["vs_bigram"]["char"] == {
         "n": 3, "same": 1, "same_and_right": 1,
@@ -448,9 +450,36 @@ def test_findings_table_on_a_small_case():
         "character LM predicts the count reference's word on 1 of 3 targets (1 of them right) "
         "(first difference: target 'cat', character LM 'x', reference 'cat')." in with_units
     )
-    assert "The count reference gets 100.0%; no model is above it." in text
+    assert "The count reference gets 100.0% (this finding recorded no interval" in text
+    # with per-target units each model is set against the reference: char's 1 of 3 against
+    # 3 of 3 is a paired difference of -2/3 whose resamples never reach 0 ... but 3 targets are
+    # too few to order anything (MIN_UNITS), so both are tied
+    assert [(c["a"], c["b"]) for c in g["comparisons"]["vs_reference"]] == [
+        ("word_pooled", "bigram"), ("char", "bigram")]  # fmt: skip
+    assert g["comparisons"]["vs_reference"][1]["diff"] == pytest.approx(-2 / 3)
+    assert (
+        "each model against it (the paired bootstrap interval over the targets, in points): "
+        "word-pooled (eTok) tied (-33.3 [" in with_units
+    )
+    assert "character LM tied (-66.7 [" in with_units
     assert "66.7% against 33.3% (x2.00) overall" in text
     assert "Training took 2 s in all (m)." in text
+
+
+def test_reference_comparisons_order_each_model_against_the_count_reference():
+    from lexlm.eval import intervals as iv
+    from lexlm.proj.word_pooled import report as rep
+
+    units = {
+        "bigram": {"correct": [1.0, 0.0] * 10},  # 10 of 20
+        "good": {"correct": [1.0] * 20},  # right wherever the reference is, and 10 more
+        "same": {"correct": [1.0, 0.0] * 10},  # the reference's own list
+        "bad": {"correct": [0.0] * 20},
+    }
+    out = rep.reference_comparisons(units, "bigram", iv.mean("correct"))
+    got = {c["a"]: (c["verdict"], round(c["diff"], 6)) for c in out}
+    assert got == {"good": ("a", 0.5), "same": ("tied", 0.0), "bad": ("b", -0.5)}
+    assert all(c["b"] == "bigram" and c["units"] == 20 for c in out)
 
 
 # -- training on a mesh -------------------------------------------------------------------------

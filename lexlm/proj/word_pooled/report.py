@@ -180,6 +180,20 @@ def neighbour_comparisons(
     return out
 
 
+def reference_comparisons(units: Mapping[str, dict], reference: str, metric) -> list[dict]:
+    """Each model (every key of ``units`` but ``reference``) against the reference: the paired
+    bootstrap of model - reference, 'verdict' 'a' (the model higher), 'b' or 'tied'."""
+    from lexlm.eval import intervals as iv
+
+    out = []
+    for k in units:
+        if k != reference:
+            d = iv.compare(metric, units[k], units[reference])
+            values = {"a_value": d.pop("a"), "b_value": d.pop("b")}
+            out.append({"a": k, "b": reference, **values, **d, "verdict": iv.ordered(d, False)})
+    return out
+
+
 def ranked_line(order: Sequence[str], value_of, comparisons: Sequence[dict]) -> str:
     """'A (v) < B (v) ~ C (v)': '<' where the neighbours' interval excludes 0, '~' (tied at
     this budget) where it holds 0; ', ' where no interval was recorded."""
@@ -245,9 +259,18 @@ def findings(results: Mapping[str, dict], counts: Mapping[str, int] | None) -> d
         }
         if counts is not None:
             acc = {k: rows[k]["accuracy"]["overall"]["accuracy"] for k in rows}
+            correct = correct_units(results)
+            for k, u in correct.items():  # '±' of the 'all' column: over the targets
+                if k in rows:
+                    i = iv.bootstrap_interval(iv.mean("correct"), u)
+                    rows[k]["accuracy"]["overall"]["interval"] = {"lo": i["lo"], "hi": i["hi"]}
             out["comparisons"]["accuracy"] = neighbour_comparisons(
-                acc, correct_units(results), iv.mean("correct"), lower_better=False
+                acc, correct, iv.mean("correct"), lower_better=False
             )
+            if "bigram" in correct:
+                out["comparisons"]["vs_reference"] = reference_comparisons(
+                    correct, "bigram", iv.mean("correct")
+                )
     if counts is not None and "word_pooled" in rows and "char" in rows:
         wp, ch = rows["word_pooled"]["accuracy"], rows["char"]["accuracy"]
         out["vs_char"] = {
@@ -261,7 +284,15 @@ def findings(results: Mapping[str, dict], counts: Mapping[str, int] | None) -> d
 
 # -- rendering -------------------------------------------------------------------------------
 def _pct(cell: dict) -> str:
-    return "-" if not cell["n"] or cell["accuracy"] is None else f"{100 * cell['accuracy']:.1f}"
+    """Accuracy in %, '± h' (the 95% bootstrap half-width over the targets) when recorded."""
+    if not cell["n"] or cell["accuracy"] is None:
+        return "-"
+    i = cell.get("interval")
+    if not i:
+        return f"{100 * cell['accuracy']:.1f}"
+    from lexlm.eval.intervals import plus_minus
+
+    return plus_minus(100 * cell["accuracy"], 100 * i["lo"], 100 * i["hi"], digits=1)
 
 
 def _fix(x) -> str:
@@ -426,16 +457,23 @@ def orderings(f: dict) -> list[str]:
                 + ", ".join(f"{name(k)} ({100 * acc[k]:.1f}%)" for k in best)
                 + "."
             )
-        if ref is not None:
-            above = [k for k in best if acc[k] > ref]
+        vs_ref = f.get("comparisons", {}).get("vs_reference")
+        if ref is not None and vs_ref:
+            verdict = {"a": "above", "b": "below", "tied": "tied"}
             lines.append(
-                f"- The count reference gets {100 * ref:.1f}%; "
-                + (
-                    "models above it: " + ", ".join(name(k) for k in above)
-                    if above
-                    else "no model is above it"
+                f"- The count reference gets {100 * ref:.1f}%; each model against it (the "
+                "paired bootstrap interval over the targets, in points): "
+                + "; ".join(
+                    f"{name(c['a'])} {verdict[c['verdict']]} "
+                    f"({100 * c['diff']:+.1f} [{100 * c['lo']:+.1f}, {100 * c['hi']:+.1f}])"
+                    for c in vs_ref
                 )
                 + "."
+            )
+        elif ref is not None:
+            lines.append(
+                f"- The count reference gets {100 * ref:.1f}% (this finding recorded no "
+                "interval against it, so no model is ordered against it)."
             )
     for k, d in f.get("vs_bigram", {}).items():
         first = d["examples"][0] if d["examples"] else None
@@ -513,7 +551,12 @@ def render(findings: dict, provenance: dict, figures) -> str:
         lines += [
             "Accuracy: greedy next-word exact match in %, after the same context (at most "
             f"{f['setup']['context_chars']} characters of whole words), by the target's count "
-            "in the training split.",
+            "in the training split"
+            + (
+                "; 'all' ± the 95% bootstrap interval over the targets."
+                if any("interval" in r["accuracy"]["overall"] for r in f["rows"].values())
+                else "."
+            ),
             "",
         ]
     models = [r for k, r in f["rows"].items() if k != "bigram"]
