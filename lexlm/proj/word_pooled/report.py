@@ -168,30 +168,31 @@ def neighbour_comparisons(
 ) -> list[dict]:
     """The models ranked best first, and the paired bootstrap (``lexlm.eval.intervals``) of
     each neighbouring pair: [{'a', 'b', ...compare..., 'verdict': 'a' | 'b' | 'tied'}]."""
-    from lexlm.eval import intervals as iv
 
     order = ranking(dict(values), lower_better)
-    out = []
-    for a, b in itertools.pairwise(order):
-        if a in units and b in units:
-            d = iv.compare(metric, units[a], units[b])
-            values = {"a_value": d.pop("a"), "b_value": d.pop("b")}
-            out.append({"a": a, "b": b, **values, **d, "verdict": iv.ordered(d, lower_better)})
-    return out
+    return [
+        paired(a, b, units, metric, lower_better)
+        for a, b in itertools.pairwise(order)
+        if a in units and b in units
+    ]
+
+
+def paired(a: str, b: str, units: Mapping[str, dict], metric, lower_better: bool) -> dict:
+    """The paired bootstrap (``lexlm.eval.intervals.compare``) of model ``a`` against ``b``:
+    {'a', 'b', 'a_value', 'b_value', ...compare..., 'verdict': 'a' | 'b' | 'tied'}."""
+    from lexlm.eval import intervals as iv
+
+    d = iv.compare(metric, units[a], units[b])
+    values = {"a_value": d.pop("a"), "b_value": d.pop("b")}
+    return {"a": a, "b": b, **values, **d, "verdict": iv.ordered(d, lower_better)}
 
 
 def reference_comparisons(units: Mapping[str, dict], reference: str, metric) -> list[dict]:
     """Each model (every key of ``units`` but ``reference``) against the reference: the paired
     bootstrap of model - reference, 'verdict' 'a' (the model higher), 'b' or 'tied'."""
-    from lexlm.eval import intervals as iv
-
-    out = []
-    for k in units:
-        if k != reference:
-            d = iv.compare(metric, units[k], units[reference])
-            values = {"a_value": d.pop("a"), "b_value": d.pop("b")}
-            out.append({"a": k, "b": reference, **values, **d, "verdict": iv.ordered(d, False)})
-    return out
+    return [
+        paired(k, reference, units, metric, lower_better=False) for k in units if k != reference
+    ]
 
 
 def ranked_line(order: Sequence[str], value_of, comparisons: Sequence[dict]) -> str:
